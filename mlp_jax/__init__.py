@@ -1,0 +1,23 @@
+"""mlp_jax: fully connected networks as pure functions, with hand-derived backprop.
+
+    import jax, mlp_jax as mj
+    spec = mj.MLPSpec(sizes=(3072, 100, 10), activation="relu", loss="softmax", reg=1e-3)
+    params = mj.init_params(jax.random.key(0), spec)
+    value, grads = mj.backprop(params, x, y, spec)
+"""
+
+from . import activations, layers, losses, network
+from .activations import ACTIVATION_NAMES, Activation
+from .backprop import backprop
+from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
+from .losses import LOSS_NAMES, Loss
+from .network import forward, init_params, loss
+from .spec import MLPSpec
+from .validate import validate
+
+__all__ = [
+    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Loss", "MLPSpec",
+    "activations", "backprop", "check_grads", "finite_differences", "forward", "init_params",
+    "layers", "loss", "losses", "network", "rel_error", "validate",
+]
+__version__ = "0.1.0"

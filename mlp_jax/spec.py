@@ -1,0 +1,128 @@
+"""MLPSpec: the architecture, loss and regularization of a network, validated."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from .activations import ACTIVATION_NAMES, Activation
+from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, Loss, get_loss
+
+INITS = ("he", "xavier", "normal")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """A fully connected network: frozen and hashable, so ``jit`` can take it as static.
+
+    Attributes:
+      sizes: layer widths ``(D, H1, ..., C)``: input size, hidden sizes, number
+        of scores. ``(D, C)`` is the linear classifier (no hidden layer).
+      activation: a name from ``ACTIVATION_NAMES`` or an ``Activation`` of your own.
+      loss: a name from ``LOSS_NAMES`` or a ``Loss`` of your own.
+      reg: L2 strength; the loss adds ``reg * sum(W**2)`` over all weights.
+      init: ``"he"`` (std sqrt(2/in)), ``"xavier"`` (std sqrt(2/(in+out))), or
+        ``"normal"`` (CS231n's ``weight_scale * randn``).
+      weight_scale: the std for ``init="normal"``.
+      bias: whether layers have biases (``b`` of shape ``(out,)``).
+      leaky_slope: the negative-side slope of ``leaky_relu``.
+      elu_alpha: ``alpha`` of ``elu``.
+      maxout_k: pieces per maxout unit.
+      dropout: drop probability p of hidden units during training (inverted
+        dropout), in [0, 1).
+      input_noise: std of Gaussian noise added to inputs during training.
+      dtype: parameter dtype made by ``init_params``.
+    """
+
+    sizes: tuple[int, ...]
+    activation: str | Activation = "relu"
+    loss: str | Loss = "softmax"
+    reg: float = 0.0
+    init: str = "he"
+    weight_scale: float = 1e-2
+    bias: bool = True
+    leaky_slope: float = 0.01
+    elu_alpha: float = 1.0
+    maxout_k: int = 2
+    dropout: float = 0.0
+    input_noise: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        sizes = self.sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"sizes must be a sequence of ints like (3072, 100, 10); got {sizes!r}")
+        sizes = tuple(sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"sizes needs at least an input and an output size, like (3072, 10); got {sizes!r}"
+            )
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0:
+                raise ValueError(f"every size must be a positive int; got {sizes!r}")
+        object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
+
+        if not isinstance(self.activation, Activation) and self.activation not in ACTIVATION_NAMES:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; expected one of "
+                f"{', '.join(ACTIVATION_NAMES)}, or an Activation(name, fn, deriv) of your own"
+            )
+        loss = get_loss(self.loss)  # raises with the list of valid names
+        if loss.labels in (BINARY01, BINARY_PM1) and self.sizes[-1] != 1:
+            raise ValueError(
+                f"loss {loss.name!r} is binary and needs one output score: sizes[-1] must be 1, "
+                f"got sizes={self.sizes}"
+            )
+        _check_number("reg", self.reg, low=0.0)
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; expected one of {', '.join(INITS)}")
+        _check_number("weight_scale", self.weight_scale, low=0.0, strict=True)
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be True or False; got {self.bias!r}")
+        _check_number("leaky_slope", self.leaky_slope)
+        _check_number("elu_alpha", self.elu_alpha, low=0.0, strict=True)
+        if isinstance(self.maxout_k, bool) or not isinstance(self.maxout_k, numbers.Integral) \
+                or self.maxout_k < 1:
+            raise ValueError(f"maxout_k must be an int >= 1; got {self.maxout_k!r}")
+        _check_number("dropout", self.dropout, low=0.0)
+        if self.dropout >= 1.0:
+            raise ValueError(f"dropout is a drop probability in [0, 1); got {self.dropout!r}")
+        _check_number("input_noise", self.input_noise, low=0.0)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+
+    @property
+    def num_layers(self) -> int:
+        """Number of weight layers (the lectures' "N-layer network")."""
+        return len(self.sizes) - 1
+
+    @property
+    def is_maxout(self) -> bool:
+        return self.activation == "maxout"
+
+    @property
+    def stochastic(self) -> bool:
+        """True when training mode draws random numbers (dropout or input noise)."""
+        return self.dropout > 0 or self.input_noise > 0
+
+    @property
+    def loss_fn(self) -> Loss:
+        return get_loss(self.loss)
+
+    @property
+    def activation_name(self) -> str:
+        a = self.activation
+        return a.name if isinstance(a, Activation) else a
+
+
+def _check_number(name, value, low=None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{name} must be {bound}; got {value!r}")
+
+
+__all__ = ["MLPSpec", "INITS", "LOSS_NAMES"]

@@ -1,0 +1,144 @@
+"""Input checks with errors that say what was expected, what was given, and how to fix it.
+
+Shape, dtype and structure checks read only static information, so they run
+at trace time and cost nothing inside a jitted step. Checks that need values
+(label ranges, NaN) run only on concrete arrays, i.e. outside ``jit``;
+under tracing they are skipped, never turned into device syncs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .losses import BINARY01, BINARY_PM1, CLASS, REAL
+from .spec import MLPSpec
+
+
+def is_concrete(a) -> bool:
+    """True for a value we can read now (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(a, jax.core.Tracer)
+
+
+def param_shapes(spec: MLPSpec) -> tuple[dict[str, tuple[int, ...]], ...]:
+    """The shape of every leaf of ``init_params(key, spec)``."""
+    shapes = []
+    for layer, (fan_in, fan_out) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
+        pieces = (spec.maxout_k,) if spec.is_maxout and layer < spec.num_layers - 1 else ()
+        leaf = {"W": pieces + (fan_out, fan_in)}
+        if spec.bias:
+            leaf["b"] = pieces + (fan_out,)
+        shapes.append(leaf)
+    return tuple(shapes)
+
+
+def check_params(params, spec: MLPSpec) -> None:
+    """Params must be a sequence of per-layer dicts with the spec's shapes."""
+    expected = param_shapes(spec)
+    if not isinstance(params, (tuple, list)) or len(params) != len(expected):
+        got = f"{type(params).__name__} of length {len(params)}" \
+            if isinstance(params, (tuple, list)) else type(params).__name__
+        raise ValueError(
+            f"params must be a tuple of {len(expected)} layer dicts for sizes={spec.sizes}; "
+            f"got a {got}. Make them with init_params(key, spec)."
+        )
+    for layer, (p, want) in enumerate(zip(params, expected), start=1):
+        if not isinstance(p, dict) or set(p) != set(want):
+            keys = sorted(p) if isinstance(p, dict) else type(p).__name__
+            raise ValueError(
+                f"layer {layer} of params must be a dict with keys {sorted(want)} "
+                f"(bias={spec.bias}); got {keys}"
+            )
+        for name, shape in want.items():
+            got = tuple(np.shape(p[name]))
+            if got != shape:
+                raise ValueError(
+                    f"params layer {layer} {name}{layer} has shape {got}, but the spec "
+                    f"(sizes={spec.sizes}, activation={spec.activation_name!r}) needs {shape}"
+                )
+
+
+def check_x(x, spec: MLPSpec) -> None:
+    shape = np.shape(x)
+    if len(shape) != 2 or shape[1] != spec.sizes[0]:
+        raise ValueError(
+            f"x must have shape (N, {spec.sizes[0]}) (a batch of rows of {spec.sizes[0]} "
+            f"features); got shape {shape}"
+        )
+    dtype = jnp.asarray(x).dtype if is_concrete(x) else x.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"x must hold real numbers; got dtype {dtype}")
+
+
+def check_labels(y, spec: MLPSpec, n: int) -> None:
+    """Labels must match the loss: see ``losses.LABEL_KINDS``."""
+    loss = spec.loss_fn
+    shape = np.shape(y)
+    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+    C = spec.sizes[-1]
+    if loss.labels == REAL:
+        if shape != (n, C):
+            raise ValueError(
+                f"loss {loss.name!r} needs real targets of shape ({n}, {C}); got {shape}")
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"loss {loss.name!r} needs float targets; got dtype {dtype}")
+        return
+    if shape != (n,):
+        raise ValueError(f"loss {loss.name!r} needs labels of shape ({n},), one per row of x; "
+                         f"got {shape}")
+    if loss.labels == CLASS:
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(
+                f"loss {loss.name!r} needs integer class labels in [0, {C}); got dtype {dtype}. "
+                "Convert with y.astype(int)."
+            )
+        if is_concrete(y) and n:
+            yn = np.asarray(y)
+            lo, hi = int(yn.min()), int(yn.max())
+            if lo < 0 or hi >= C:
+                raise ValueError(
+                    f"loss {loss.name!r} with {C} classes needs labels in [0, {C - 1}]; "
+                    f"got labels from {lo} to {hi}"
+                )
+        return
+    allowed = (0, 1) if loss.labels == BINARY01 else (-1, 1)
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+            or jnp.issubdtype(dtype, jnp.bool_)):
+        raise TypeError(f"loss {loss.name!r} needs labels in {set(allowed)}; got dtype {dtype}")
+    if is_concrete(y) and n:
+        yn = np.asarray(y)
+        bad = ~np.isin(yn, allowed)
+        if bad.any():
+            found = sorted(set(yn[bad].tolist()))[:5]
+            hint = " (for hinge use -1/+1: y = 2 * y - 1)" if loss.labels == BINARY_PM1 else \
+                " (for logistic use 0/1: y = (y + 1) // 2)"
+            raise ValueError(
+                f"loss {loss.name!r} needs labels in {set(allowed)}; found {found}{hint}"
+            )
+
+
+def check_finite(name: str, tree) -> None:
+    """Raise if any leaf of a concrete pytree holds NaN or inf (outside jit only)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    for path, leaf in leaves:
+        if is_concrete(leaf) and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact):
+            a = np.asarray(leaf)
+            if not np.isfinite(a).all():
+                where = np.argwhere(~np.isfinite(a))[0]
+                raise ValueError(
+                    f"{name}{jax.tree_util.keystr(path)} holds a non-finite value "
+                    f"({a[tuple(where)]}) at index {tuple(where.tolist())}: clean the data first"
+                )
+
+
+def validate(params, x, y, spec: MLPSpec) -> None:
+    """Every check at once, including NaN/inf in params, x and y (outside jit)."""
+    check_params(params, spec)
+    check_x(x, spec)
+    if y is not None:
+        check_labels(y, spec, np.shape(x)[0])
+    check_finite("params", params)
+    check_finite("x", x)
+    if y is not None:
+        check_finite("y", y)

@@ -1,0 +1,23 @@
+import jax
+import numpy as np
+import pytest
+
+import mlp_jax as mj
+
+
+@pytest.fixture
+def x64():
+    """float64 for one test only (DESIGN.md: never globally at import)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def labels_for(spec: mj.MLPSpec, n: int, rng: np.random.Generator):
+    """Valid labels of the kind spec's loss needs."""
+    C = spec.sizes[-1]
+    return {
+        "class": lambda: rng.integers(0, C, n),
+        "binary01": lambda: rng.integers(0, 2, n),
+        "binary_pm1": lambda: 2 * rng.integers(0, 2, n) - 1,
+        "real": lambda: rng.normal(size=(n, C)),
+    }[spec.loss_fn.labels]()

@@ -1,0 +1,257 @@
+"""The network against numpy references, the lectures' examples, and bad input."""
+
+import dataclasses
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import labels_for
+
+import mlp_jax as mj
+
+
+def test_shapes_follow_the_lectures():
+    spec = mj.MLPSpec(sizes=(3072, 100, 10))
+    params = mj.init_params(jax.random.key(0), spec)
+    chex.assert_shape(params[0]["W"], (100, 3072))
+    chex.assert_shape(params[0]["b"], (100,))
+    chex.assert_shape(params[1]["W"], (10, 100))
+    assert mj.forward(params, jnp.zeros((7, 3072)), spec).shape == (7, 10)
+    maxout = mj.MLPSpec(sizes=(4, 6, 3), activation="maxout", maxout_k=3)
+    p = mj.init_params(jax.random.key(0), maxout)
+    chex.assert_shape([p[0]["W"], p[0]["b"], p[1]["W"]], [(3, 6, 4), (3, 6), (3, 6)])
+
+
+@pytest.mark.parametrize("init,std", [("he", math.sqrt(2 / 500)),
+                                      ("xavier", math.sqrt(2 / 700)), ("normal", 0.05)])
+def test_init_scales(init, std):
+    spec = mj.MLPSpec((500, 200, 3), init=init, weight_scale=0.05)
+    W = np.asarray(mj.init_params(jax.random.key(3), spec)[0]["W"])
+    assert abs(W.std() / std - 1) < 0.02 and abs(W.mean()) < 0.01 * std * 10
+
+
+def test_spec_is_frozen_and_hashable():
+    a, b = mj.MLPSpec((3, 4, 2), reg=0.1), mj.MLPSpec([3, 4, 2], reg=0.1)
+    assert a == b and hash(a) == hash(b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.reg = 1.0
+
+
+def test_three_layer_sigmoid_forward_matches_numpy(x64):
+    """The lectures' 3-layer example: f(W3 f(W2 f(W1 x + b1) + b2) + b3), 3->4->4->1."""
+    spec = mj.MLPSpec((3, 4, 4, 1), activation="sigmoid", loss="squared", dtype="float64")
+    rng = np.random.default_rng(0)
+    W1, W2, W3 = rng.normal(size=(4, 3)), rng.normal(size=(4, 4)), rng.normal(size=(1, 4))
+    b1, b2, b3 = rng.normal(size=(4, 1)), rng.normal(size=(4, 1)), rng.normal(size=(1, 1))
+    x = rng.normal(size=(3, 1))  # one column vector, as on the slide
+    f = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    h1 = f(W1 @ x + b1)
+    h2 = f(W2 @ h1 + b2)
+    out = W3 @ h2 + b3
+    params = ({"W": W1, "b": b1[:, 0]}, {"W": W2, "b": b2[:, 0]}, {"W": W3, "b": b3[:, 0]})
+    np.testing.assert_allclose(mj.forward(params, x.T, spec), out.T, rtol=1e-13)
+
+
+def test_twenty_line_numpy_network_same_loss_every_step(x64):
+    """The lecture's 20-line numpy two-layer net, step for step, for all 2000 steps.
+
+    numpy sums the squared error over the batch and steps with lr 1e-4; mlp_jax's
+    data loss is the batch mean, so its loss is numpy's / N and the same update
+    needs lr 1e-4 * N.
+    """
+    N, D_in, H, D_out = 64, 1000, 100, 10
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(N, D_in)), rng.normal(size=(N, D_out))
+    w1, w2 = rng.normal(size=(D_in, H)), rng.normal(size=(H, D_out))
+
+    np_losses = []
+    a1, a2 = w1.copy(), w2.copy()
+    for _ in range(2000):
+        h = 1 / (1 + np.exp(-x.dot(a1)))
+        y_pred = h.dot(a2)
+        np_losses.append(np.square(y_pred - y).sum())
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h.T.dot(grad_y_pred)
+        grad_h = grad_y_pred.dot(a2.T)
+        grad_w1 = x.T.dot(grad_h * h * (1 - h))
+        a1 -= 1e-4 * grad_w1
+        a2 -= 1e-4 * grad_w2
+
+    spec = mj.MLPSpec((D_in, H, D_out), activation="sigmoid", loss="squared", bias=False,
+                      dtype="float64")
+
+    def step(params, _):
+        value, grads = mj.backprop(params, x, y, spec)
+        return jax.tree.map(lambda p, g: p - 1e-4 * N * g, params, grads), value
+
+    params = ({"W": jnp.asarray(w1.T)}, {"W": jnp.asarray(w2.T)})
+    _, losses = jax.jit(lambda p: jax.lax.scan(step, p, None, length=2000))(params)
+    np.testing.assert_allclose(np.asarray(losses) * N, np_losses, rtol=1e-9)
+
+
+def test_bias_trick_gives_the_same_scores():
+    """x' = [1 x], W' = [b W]: integer-valued data makes every product exact."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-5, 6, size=(9, 4)).astype(np.float32)
+    W = rng.integers(-3, 4, size=(3, 4)).astype(np.float32)
+    b = rng.integers(-3, 4, size=(3,)).astype(np.float32)
+    with_bias = mj.forward(({"W": W, "b": b},), x, mj.MLPSpec((4, 3)))
+    trick = mj.forward(({"W": np.concatenate([b[:, None], W], 1)},),
+                       np.concatenate([np.ones((9, 1), np.float32), x], 1),
+                       mj.MLPSpec((5, 3), bias=False))
+    np.testing.assert_array_equal(with_bias, trick)
+    # and for a random float net, to float64 rounding
+    with jax.enable_x64(True):
+        xf, Wf, bf = rng.normal(size=(9, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3,))
+        a = mj.forward(({"W": Wf, "b": bf},), xf, mj.MLPSpec((4, 3), dtype="float64"))
+        t = mj.forward(({"W": np.c_[bf, Wf]},), np.c_[np.ones(9), xf],
+                       mj.MLPSpec((5, 3), bias=False, dtype="float64"))
+        np.testing.assert_allclose(a, t, rtol=1e-14)
+
+
+@pytest.mark.parametrize("loss_name,expected", [("softmax", math.log(10)), ("svm", 9.0)])
+def test_initial_loss_sanity(loss_name, expected):
+    spec = mj.MLPSpec((3072, 100, 10), loss=loss_name, init="normal", weight_scale=1e-4)
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 3072)).astype(np.float32), rng.integers(0, 10, 200)
+    assert float(mj.loss(params, x, y, spec)) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("loss_name", mj.LOSS_NAMES)
+def test_losses_stable_at_huge_scores(loss_name):
+    loss = mj.losses.get_loss(loss_name)
+    C = 1 if loss.labels in ("binary01", "binary_pm1") else 4
+    spec = mj.MLPSpec((2, C), loss=loss_name)
+    scores = jnp.array([[1e4] * C, [-1e4] * C, [1e4, -1e4, 0.0, 3.0][:C], [-1e4, 1e4, 5, 0][:C]],
+                       jnp.float32)
+    y = labels_for(spec, 4, np.random.default_rng(0))
+    y = jnp.asarray(y, jnp.float32) if loss.labels != "class" else jnp.asarray(y)
+    assert np.isfinite(loss.value(scores, y)).all()
+    assert np.isfinite(loss.grad(scores, y)).all()
+    assert np.isfinite(jax.grad(lambda s: loss.value(s, y).sum())(scores)).all()
+
+
+@pytest.mark.parametrize("name", mj.ACTIVATION_NAMES[:-2] + ("identity",))
+def test_activations_finite_at_huge_inputs(name):
+    act = mj.activations.elementwise(name) if name != "maxout" else None
+    z = jnp.array([-1e4, 1e4, -88.0, 88.0], jnp.float32)
+    assert np.isfinite(act.fn(z)).all() and np.isfinite(act.deriv(z, act.fn(z))).all()
+
+
+def test_jit_and_vmap_unchanged():
+    spec = mj.MLPSpec((5, 8, 3), activation="tanh", reg=0.1)
+    rng = np.random.default_rng(0)
+    x, y = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32), jnp.asarray(rng.integers(0, 3, 6))
+    params = mj.init_params(jax.random.key(0), spec)
+    np.testing.assert_allclose(jax.jit(mj.forward, static_argnums=2)(params, x, spec),
+                               mj.forward(params, x, spec), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(mj.loss, static_argnums=3)(params, x, y, spec),
+                               mj.loss(params, x, y, spec), rtol=1e-6)
+    v, g = jax.jit(mj.backprop, static_argnums=3)(params, x, y, spec)
+    v2, g2 = mj.backprop(params, x, y, spec)
+    chex.assert_trees_all_close(g, g2, rtol=1e-5, atol=1e-7)
+    # vmap over a stack of 4 parameter sets
+    stacked = jax.vmap(lambda k: mj.init_params(k, spec))(jax.random.split(jax.random.key(1), 4))
+    vs, gs = jax.vmap(mj.backprop, in_axes=(0, None, None, None))(stacked, x, y, spec)
+    for i in range(4):
+        vi, gi = mj.backprop(jax.tree.map(lambda a, i=i: a[i], stacked), x, y, spec)
+        np.testing.assert_allclose(vs[i], vi, rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], gs), gi, rtol=1e-4,
+                                    atol=1e-6)
+    # reg as a traced array: one compiled function for many values
+    f = jax.jit(lambda r: mj.loss(params, x, y, spec, reg=r))
+    assert float(f(0.0)) < float(f(1.0))
+
+
+def test_grads_keep_structure_and_dtype():
+    spec = mj.MLPSpec((5, 8, 3), activation="maxout", bias=True)
+    params = mj.init_params(jax.random.key(0), spec)
+    _, grads = mj.backprop(params, np.ones((2, 5)), np.array([0, 2]), spec)
+    chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+def test_dropout_is_inverted_and_identity_at_eval():
+    spec = mj.MLPSpec((50, 400, 3), activation="identity", dropout=0.25)
+    params = mj.init_params(jax.random.key(0), spec)
+    x = np.ones((4, 50), np.float32)
+    _, cache = mj.network.forward_with_cache(params, x, spec, key=jax.random.key(1), train=True)
+    mask = np.asarray(cache[0]["mask"])
+    assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((mask == 0).mean() - 0.25) < 0.03
+    np.testing.assert_array_equal(mj.forward(params, x, spec),
+                                  mj.forward(params, x, spec, key=jax.random.key(1)))
+    a = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
+    b = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
+    np.testing.assert_array_equal(a, b)  # same key, same result
+
+
+BAD = [
+    (dict(sizes=(3,)), "at least an input and an output"),
+    (dict(sizes=(3, 0, 2)), "positive int"),
+    (dict(sizes=(3, 2.5, 2)), "positive int"),
+    (dict(sizes=(3, 2), activation="relux"), "relu, leaky_relu"),
+    (dict(sizes=(3, 2), loss="hingee"), "softmax, svm, logistic"),
+    (dict(sizes=(3, 2), reg=-1.0), "reg must be >= 0"),
+    (dict(sizes=(3, 2), dropout=1.0), r"\[0, 1\)"),
+    (dict(sizes=(3, 2), dropout=-0.1), "dropout must be >= 0"),
+    (dict(sizes=(3, 2), loss="logistic"), "one output score"),
+    (dict(sizes=(3, 2), init="kaiming"), "he, xavier, normal"),
+]
+
+
+@pytest.mark.parametrize("kwargs,match", BAD)
+def test_bad_spec(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mj.MLPSpec(**kwargs)
+
+
+def test_bad_inputs_name_expected_and_given():
+    spec = mj.MLPSpec((4, 5, 3))
+    params = mj.init_params(jax.random.key(0), spec)
+    x, y = np.zeros((6, 4)), np.zeros(6, int)
+    cases = [
+        (lambda: mj.forward(params, np.zeros((6, 5)), spec), r"shape \(N, 4\).*\(6, 5\)"),
+        (lambda: mj.forward(params, np.zeros(4), spec), r"shape \(N, 4\)"),
+        (lambda: mj.loss(params, x, np.zeros(5, int), spec), r"shape \(6,\).*\(5,\)"),
+        (lambda: mj.loss(params, x, np.zeros(6), spec), "integer class labels"),
+        (lambda: mj.loss(params, x, np.full(6, 3), spec), r"labels in \[0, 2\]"),
+        (lambda: mj.loss(params, x, np.full(6, -1), spec), r"labels in \[0, 2\]"),
+        (lambda: mj.init_params(0, spec), "jax.random key"),
+        (lambda: mj.forward(params[:1], x, spec), "tuple of 2 layer dicts"),
+        (lambda: mj.forward((params[0], {"W": params[1]["W"]}), x, spec), "keys"),
+        (lambda: mj.forward((params[0], {"W": np.zeros((3, 4)), "b": np.zeros(3)}), x, spec),
+         r"W2 has shape \(3, 4\).*needs \(3, 5\)"),
+        (lambda: mj.validate(params, np.where(np.eye(6, 4), np.nan, 0), y, spec),
+         "non-finite value"),
+        (lambda: mj.forward(params, x, mj.MLPSpec((4, 5, 3), dropout=0.5), train=True),
+         "needs a jax.random key"),
+    ]
+    for call, match in cases:
+        with pytest.raises((ValueError, TypeError), match=match):
+            call()
+
+
+@pytest.mark.parametrize("loss_name,bad,match", [
+    ("logistic", [0, 1, 2, 1], r"\{0, 1\}.*found \[2\]"),
+    ("logistic", [-1, 1, 1, 1], r"\{0, 1\}"),
+    ("hinge", [0, 1, 1, 0], r"\{1, -1\}|\{-1, 1\}"),
+])
+def test_binary_labels_checked(loss_name, bad, match):
+    spec = mj.MLPSpec((2, 3, 1), loss=loss_name)
+    params = mj.init_params(jax.random.key(0), spec)
+    with pytest.raises(ValueError, match=match):
+        mj.loss(params, np.zeros((4, 2)), np.array(bad), spec)
+
+
+def test_value_checks_skipped_under_jit_not_shape_checks():
+    spec = mj.MLPSpec((4, 3))
+    params = mj.init_params(jax.random.key(0), spec)
+    f = jax.jit(mj.loss, static_argnums=3)
+    f(params, np.zeros((2, 4)), np.array([0, 9]), spec)  # no concrete values: no sync, no error
+    with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
+        f(params, np.zeros((2, 5)), np.array([0, 1]), spec)
