@@ -1,11 +1,14 @@
-"""The ``mlp-jax`` command line: ``mlp-jax gradcheck`` (more subcommands in later modules)."""
+"""The ``mlp-jax`` command line: ``train``, ``eval`` and ``gradcheck``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+
+import numpy as np
 
 
 def _gradcheck(args) -> int:
@@ -56,6 +59,217 @@ def _gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+class UsageError(Exception):
+    """A bad option or configuration: reported in one line, exit status 2."""
+
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated widths like 100 or 256,128 (or none); got {text!r}"
+        ) from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"widths must be positive; got {text!r}")
+    return sizes
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+        return value
+    return parse
+
+
+def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
+                    steps_per_epoch: int, lr_decay: float = 0.95, warmup_steps: int = 0,
+                    weight_decay: float = 1e-4, clip: float | None = None):
+    """The optimizer the CLI options describe."""
+    from . import optim
+
+    rate = {
+        "constant": lambda: lr,
+        "step": lambda: optim.step_decay(lr, lr_decay, steps_per_epoch),
+        "exponential": lambda: optim.exponential(lr, lr_decay, steps_per_epoch),
+        "cosine": lambda: optim.cosine(lr, total_steps),
+        "warmup_cosine": lambda: optim.linear_warmup(
+            lr, max(warmup_steps, 1), optim.cosine(lr, max(total_steps - warmup_steps, 1))),
+    }[schedule]()
+    opt = optim.adamw(rate, weight_decay=weight_decay) if name == "adamw" \
+        else optim.OPTIMIZERS[name](rate)
+    return optim.chain(optim.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def _train(args) -> int:
+    import jax
+
+    from . import data, train
+    from .checkpoint import load_params
+    from .spec import MLPSpec
+
+    try:
+        ds = data.load(args.dataset, args.data_dir)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise UsageError(str(e)) from e
+    loss_labels = {"logistic": (0, 1), "hinge": (-1, 1)}
+    if args.loss in loss_labels and ds.num_classes != 2:
+        raise UsageError(f"--loss {args.loss} is binary but {args.dataset} has "
+                         f"{ds.num_classes} classes")
+    if args.loss == "squared":
+        raise UsageError("--loss squared needs real-valued targets; the CLI's datasets are "
+                         "classification (use softmax, svm, or the library API)")
+    C = 1 if args.loss in loss_labels else ds.num_classes
+    try:
+        spec = MLPSpec((ds.X_train.shape[1], *args.hidden, C), activation=args.activation,
+                       loss=args.loss, reg=args.reg, dropout=args.dropout,
+                       input_noise=args.input_noise, init=args.init)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    if C == 1:  # binary losses on a 2-class dataset: map labels
+        lo, hi = loss_labels[args.loss]
+        ds = ds._replace(**{k: None if getattr(ds, k) is None else
+                            np.where(getattr(ds, k) == 1, hi, lo).astype(np.int32)
+                            for k in ("y_train", "y_val", "y_test")})
+
+    batch_size = args.batch_size or len(ds.X_train)
+    per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
+    opt = build_optimizer(args.optimizer, args.lr, args.schedule,
+                          total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
+                          lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
+                          clip=args.clip)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "checkpoint.npz")
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config["hidden"] = list(args.hidden)
+    if os.path.exists(ckpt_path) and not args.resume:
+        raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
+                         "another --out")
+    rows = load_params(ckpt_path).history if args.resume and os.path.exists(ckpt_path) else []
+    with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def log(state, row):
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if not args.quiet and not sys.stderr.isatty():
+            val = f", val acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+            print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
+                  f"train acc {row['train_acc']:.4f}{val}", flush=True)
+
+    if not args.quiet:
+        print(f"{ds.describe()}\nnetwork {spec.sizes}, {spec.activation_name}, "
+              f"{spec.loss_fn.name}, {args.optimizer} lr {args.lr} ({args.schedule}), "
+              f"{args.epochs} epochs of {per_epoch} steps (batch {batch_size}), "
+              f"grad={args.grad}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
+                           key=jax.random.key(args.seed), grad=args.grad,
+                           eval_every=args.eval_every, checkpoint_path=ckpt_path,
+                           resume=args.resume, meta={"config": config},
+                           progress=False if args.quiet else None, callbacks=[log])
+    except train.TrainingDiverged as e:
+        print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - t0
+    summary = _summarize(result.state.params, ds, spec)
+    if ds.X_val is not None:
+        summary.update({f"best_val_params_{k}": v for k, v in
+                        _summarize(result.best_params, ds, spec).items() if k.endswith("acc")})
+    summary["seconds"] = round(elapsed, 2)
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
+    if not args.quiet:
+        final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                         if k.endswith("acc") and not k.startswith("best"))
+        print(f"final params: {final}")
+        if ds.X_val is not None:
+            best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
+            print(f"best-on-validation params: {best}")
+        print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
+              + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
+    return 0
+
+
+def _summarize(params, ds, spec) -> dict:
+    from .train import evaluate
+
+    out = {}
+    for split in ("train", "val", "test"):
+        X = getattr(ds, f"X_{split}")
+        if X is not None:
+            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec)
+            out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+    return out
+
+
+def _plot(history, path, title) -> str | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="train (minibatch mean)")
+    if history and "val_loss" in history[0]:
+        ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
+        ax2.plot(epochs, [r["val_acc"] for r in history], label="validation")
+    ax2.plot(epochs, [r["train_acc"] for r in history], label="train")
+    ax1.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _eval(args) -> int:
+    from . import data
+    from .checkpoint import CheckpointError, load_params
+
+    path = args.checkpoint
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.npz")
+    try:
+        ck = load_params(path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    config = ck.meta.get("config", {})
+    name = args.dataset or config.get("dataset")
+    if not name:
+        raise UsageError("the checkpoint does not say its dataset: pass --dataset")
+    try:
+        ds = data.load(name, args.data_dir or config.get("data_dir"))
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise UsageError(str(e)) from e
+    if ck.spec.sizes[-1] == 1:
+        lo, hi = (0, 1) if ck.spec.loss == "logistic" else (-1, 1)
+        ds = ds._replace(**{k: None if getattr(ds, k) is None else
+                            np.where(getattr(ds, k) == 1, hi, lo).astype(np.int32)
+                            for k in ("y_train", "y_val", "y_test")})
+    summary = _summarize(ck.state, ds, ck.spec)
+    print(f"{path}: {ds.describe()}, network {ck.spec.sizes} {ck.spec.activation_name}")
+    print(" ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments: a one-line error and exit status 2, never a traceback."""
 
@@ -72,12 +286,62 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", metavar="FILE", help="also write every cell's result to FILE")
     g.add_argument("--quiet", action="store_true", help="no progress counter")
     g.set_defaults(func=_gradcheck)
+
+    from .activations import ACTIVATION_NAMES
+    from .data import DATASETS
+    from .losses import LOSS_NAMES
+    from .optim import OPTIMIZERS
+    from .spec import INITS
+
+    t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    t.add_argument("--data-dir", help="where cifar10's python batches are")
+    t.add_argument("--hidden", type=_hidden, default=(256,),
+                   help="hidden widths, comma-separated (default 256; 'none': linear classifier)")
+    t.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu")
+    t.add_argument("--loss", choices=LOSS_NAMES, default="softmax")
+    t.add_argument("--init", choices=INITS, default="he")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    t.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    t.add_argument("--lr-decay", type=_positive(float), default=0.95,
+                   help="per-epoch factor of the step and exponential schedules")
+    t.add_argument("--warmup", type=int, default=0, help="warm-up epochs (warmup_cosine)")
+    t.add_argument("--clip", type=_positive(float), help="clip gradients to this global norm")
+    t.add_argument("--reg", type=float, default=1e-3, help="L2 strength")
+    t.add_argument("--dropout", type=float, default=0.2, help="drop probability")
+    t.add_argument("--input-noise", type=float, default=0.2, help="Gaussian input noise std")
+    t.add_argument("--epochs", type=_positive(int), default=100)
+    t.add_argument("--batch-size", type=_positive(int), default=64,
+                   help="minibatch size (larger than the data: full batch)")
+    t.add_argument("--eval-every", type=_positive(int), default=10,
+                   help="epochs fused into one compiled call between evaluations")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--grad", choices=("backprop", "autodiff"), default="backprop",
+                   help="hand-derived backprop or jax.grad")
+    t.add_argument("--out", default=None, help="output directory (default runs/DATASET)")
+    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset")
+    e.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
+    e.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
+    e.add_argument("--data-dir")
+    e.set_defaults(func=_eval)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "out", "unset") is None:
+        args.out = os.path.join("runs", args.dataset)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"mlp-jax: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

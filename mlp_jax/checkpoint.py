@@ -1,0 +1,165 @@
+"""Checkpoints: save / load / resume, without pickle.
+
+One ``.npz`` file holds every array (params, optimizer state, best params, the
+step and the raw key data) and one JSON string (spec, history, metadata and the
+names of the arrays). It is written to a temporary file in the same directory,
+flushed to disk, then renamed over the old one, so a crash at any moment leaves
+either the old checkpoint or the new one, never half of one. Loading uses
+``allow_pickle=False`` and checks the file against the spec and the expected
+structure; anything unreadable raises :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import zipfile
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .spec import MLPSpec
+from .validate import param_shapes
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, truncated, or does not fit the spec."""
+
+
+class Checkpoint(NamedTuple):
+    state: object  # a train.TrainState (or params only, from load_params)
+    spec: MLPSpec
+    history: list
+    best_params: tuple
+    best_val_acc: float | None
+    meta: dict
+
+
+def spec_to_dict(spec: MLPSpec) -> dict:
+    d = dataclasses.asdict(spec)
+    for field in ("activation", "loss"):
+        if not isinstance(d[field], str):
+            raise CheckpointError(
+                f"a checkpoint stores the {field} by name, and {d[field]!r} is a custom "
+                f"object; save params with numpy yourself, or use a built-in {field}")
+    d["sizes"] = list(d["sizes"])
+    return d
+
+
+def spec_from_dict(d: dict) -> MLPSpec:
+    return MLPSpec(**{**d, "sizes": tuple(d["sizes"])})
+
+
+def _flatten(prefix: str, tree) -> dict[str, np.ndarray]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    return out
+
+
+def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None,
+         best_val_acc=None, meta=None) -> None:
+    """Write ``state`` (a ``TrainState``) and the run's record to ``path`` atomically."""
+    arrays = {**_flatten("state", state._replace(key=jax.random.key_data(state.key))),
+              **_flatten("best_params", state.params if best_params is None else best_params)}
+    info = {"format": FORMAT, "spec": spec_to_dict(spec), "history": list(history),
+            "best_val_acc": best_val_acc, "meta": meta or {},
+            "key_impl": str(jax.random.key_impl(state.key))}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, __info__=np.array(json.dumps(info)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}  # reads every member: CRCs checked
+        info = json.loads(str(arrays.pop("__info__")))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
+                              f"{e}); delete it or resume from an older copy") from e
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {info.get('format')!r}; "
+                              f"this version reads format {FORMAT}")
+    return info, arrays
+
+
+def _check_spec(path: str, stored: MLPSpec, spec: MLPSpec | None) -> None:
+    if spec is not None and stored != spec:
+        diff = [f"{f.name}: checkpoint {getattr(stored, f.name)!r}, given {getattr(spec, f.name)!r}"
+                for f in dataclasses.fields(MLPSpec)
+                if getattr(stored, f.name) != getattr(spec, f.name)]
+        raise CheckpointError(f"checkpoint {path} was made for another network: "
+                              + "; ".join(diff))
+
+
+def _unflatten(path: str, prefix: str, template, arrays) -> object:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for p, like in leaves:
+        name = prefix + jax.tree_util.keystr(p)
+        if name not in arrays:
+            raise CheckpointError(f"checkpoint {path} lacks {name}: it was saved with another "
+                                  "optimizer or network")
+        a = arrays[name]
+        if a.shape != np.shape(like) or a.dtype != np.asarray(like).dtype:
+            raise CheckpointError(f"checkpoint {path}: {name} is {a.dtype}{list(a.shape)}, "
+                                  f"expected {np.asarray(like).dtype}{list(np.shape(like))}")
+        out.append(jnp.asarray(a))
+    return jax.tree_util.tree_unflatten(treedef, [leaf for _, leaf in zip(leaves, out)])
+
+
+def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
+    """Load a full training checkpoint.
+
+    Args:
+      path: the ``.npz`` file.
+      template: a ``TrainState`` of the same spec and optimizer (e.g. a fresh
+        ``init_state``); gives the structure, shapes and dtypes to expect.
+      spec: if given, must equal the checkpoint's spec.
+    """
+    info, arrays = _read(path)
+    stored = spec_from_dict(info["spec"])
+    _check_spec(path, stored, spec)
+    raw_key = jax.random.key_data(template.key)
+    state = _unflatten(path, "state", template._replace(key=raw_key), arrays)
+    state = state._replace(key=jax.random.wrap_key_data(state.key, impl=info["key_impl"]))
+    best = _unflatten(path, "best_params", template.params, arrays)
+    return Checkpoint(state, stored, info["history"], best, info["best_val_acc"], info["meta"])
+
+
+def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) -> Checkpoint:
+    """Only the params (best-on-validation by default) and the record, for evaluation."""
+    info, arrays = _read(path)
+    stored = spec_from_dict(info["spec"])
+    _check_spec(path, stored, spec)
+    dtype = jnp.dtype(stored.dtype)
+    template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
+                     for layer in param_shapes(stored))
+    params = _unflatten(path, "best_params" if best else "state.params", template, arrays)
+    return Checkpoint(params, stored, info["history"], params, info["best_val_acc"], info["meta"])

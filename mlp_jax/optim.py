@@ -1,0 +1,224 @@
+"""Optimizers and learning-rate schedules, written by hand (no optax).
+
+An optimizer is a :class:`GradientTransformation`: a pair of pure functions,
+``init(params) -> state`` and ``update(grads, state, params) -> (updates, state)``;
+``apply_updates(params, updates)`` adds the updates. States are named tuples.
+Hyperparameters live in the factory's closure and may be Python numbers or
+JAX arrays (so a ``vmap`` over them compiles once); a learning rate may also be
+a schedule, a function of the step count (0 at the first update).
+
+References: CS231n "Neural Networks Part 3" (SGD, momentum, Nesterov, RMSProp,
+Adam and the annealing schedules); Kingma & Ba 2015 (Adam); Loshchilov &
+Hutter 2019 (AdamW); Tieleman & Hinton 2012 (RMSProp).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Schedule = Callable[[jax.Array], jax.Array]
+ScalarOrSchedule = float | jax.Array | Schedule
+
+
+class GradientTransformation(NamedTuple):
+    init: Callable[[Any], Any]
+    update: Callable[..., tuple[Any, Any]]
+    learning_rate: ScalarOrSchedule | None = None  # for reports (fit's history); not used here
+
+
+def apply_updates(params, updates):
+    """``params + updates``, leaf by leaf, keeping each parameter's dtype."""
+    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+
+
+def _at(lr: ScalarOrSchedule, count):
+    return lr(count) if callable(lr) else lr
+
+
+def _zeros(params):
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+# --- Schedules: step -> learning rate. ----------------------------------------
+def constant(value) -> Schedule:
+    return lambda step: jnp.asarray(value, jnp.float32) * jnp.ones_like(step, jnp.float32)
+
+
+def step_decay(init_value, decay: float, steps_per_epoch: int) -> Schedule:
+    """CS231n's Solver: multiply by ``decay`` (its ``lr_decay``) after every epoch."""
+    return lambda step: init_value * decay ** (step // steps_per_epoch)
+
+
+def exponential(init_value, rate: float, decay_steps: int) -> Schedule:
+    """``init_value * rate ** (step / decay_steps)`` (smooth exponential decay)."""
+    return lambda step: init_value * rate ** (step / decay_steps)
+
+
+def cosine(init_value, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    """Cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``, then flat."""
+    def schedule(step):
+        t = jnp.minimum(step, decay_steps) / decay_steps
+        return init_value * ((1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * t)) + alpha)
+    return schedule
+
+
+def linear_warmup(peak_value, warmup_steps: int, after: Schedule | None = None) -> Schedule:
+    """Linear from ``peak/warmup_steps`` to ``peak`` over ``warmup_steps`` updates, then ``after``
+    (counted from the end of warm-up; constant ``peak`` if None)."""
+    def schedule(step):
+        warm = peak_value * jnp.minimum(step + 1, warmup_steps) / warmup_steps
+        if after is None:
+            return warm
+        return jnp.where(step < warmup_steps, warm, after(jnp.maximum(step - warmup_steps, 0)))
+    return schedule
+
+
+# --- Optimizers. ---------------------------------------------------------------
+class SgdState(NamedTuple):
+    count: jax.Array
+
+
+def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
+    """Vanilla update: ``x += -lr * dx``."""
+    def init(params):
+        return SgdState(jnp.zeros([], jnp.int32))
+
+    def update(grads, state, params=None):
+        lr = _at(learning_rate, state.count)
+        return jax.tree.map(lambda g: -lr * g, grads), SgdState(state.count + 1)
+
+    return GradientTransformation(init, update, learning_rate)
+
+
+class MomentumState(NamedTuple):
+    count: jax.Array
+    velocity: Any
+
+
+def momentum(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
+    """CS231n's momentum: ``v = mu * v - lr * dx; x += v``."""
+    def init(params):
+        return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
+
+    def update(grads, state, params=None):
+        lr = _at(learning_rate, state.count)
+        v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
+        return v, MomentumState(state.count + 1, v)
+
+    return GradientTransformation(init, update, learning_rate)
+
+
+def nesterov(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
+    """CS231n's Nesterov momentum: ``v_prev = v; v = mu * v - lr * dx;
+    x += -mu * v_prev + (1 + mu) * v``."""
+    def init(params):
+        return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
+
+    def update(grads, state, params=None):
+        lr = _at(learning_rate, state.count)
+        v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
+        updates = jax.tree.map(lambda vp, vn: -mu * vp + (1 + mu) * vn, state.velocity, v)
+        return updates, MomentumState(state.count + 1, v)
+
+    return GradientTransformation(init, update, learning_rate)
+
+
+class RmsPropState(NamedTuple):
+    count: jax.Array
+    cache: Any
+
+
+def rmsprop(learning_rate: ScalarOrSchedule, decay_rate=0.99, eps=1e-8) -> GradientTransformation:
+    """``cache = decay * cache + (1 - decay) * dx**2; x += -lr * dx / (sqrt(cache) + eps)``."""
+    def init(params):
+        return RmsPropState(jnp.zeros([], jnp.int32), _zeros(params))
+
+    def update(grads, state, params=None):
+        lr = _at(learning_rate, state.count)
+        cache = jax.tree.map(lambda c, g: decay_rate * c + (1 - decay_rate) * g * g,
+                             state.cache, grads)
+        updates = jax.tree.map(lambda g, c: -lr * g / (jnp.sqrt(c) + eps), grads, cache)
+        return updates, RmsPropState(state.count + 1, cache)
+
+    return GradientTransformation(init, update, learning_rate)
+
+
+class AdamState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def adam(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
+         weight_decay=0.0) -> GradientTransformation:
+    """Adam with bias correction; ``weight_decay > 0`` is AdamW's decoupled decay.
+
+    ``m = b1 m + (1-b1) dx; v = b2 v + (1-b2) dx**2; t += 1``
+    ``x += -lr * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + eps) - lr * weight_decay * x``
+    """
+    def init(params):
+        return AdamState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        lr = _at(learning_rate, state.count)
+        t = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        updates = jax.tree.map(lambda m, v: -lr * (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
+        if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
+            if params is None:
+                raise ValueError("adamw's update needs params: update(grads, state, params)")
+            updates = jax.tree.map(lambda u, p: u - lr * weight_decay * p, updates, params)
+        return updates, AdamState(t, mu, nu)
+
+    return GradientTransformation(init, update, learning_rate)
+
+
+def adamw(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
+          weight_decay=1e-4) -> GradientTransformation:
+    """AdamW: Adam plus decoupled weight decay ``-lr * weight_decay * x``."""
+    return adam(learning_rate, b1, b2, eps, weight_decay)
+
+
+# --- Composition. ---------------------------------------------------------------
+class EmptyState(NamedTuple):
+    pass
+
+
+def clip_by_global_norm(max_norm) -> GradientTransformation:
+    """Scale all gradients by ``min(1, max_norm / ||g||)``, the norm over every leaf."""
+    def update(grads, state, params=None):
+        norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+        scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
+        return jax.tree.map(lambda g: g * scale, grads), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+class ChainState(NamedTuple):
+    states: tuple
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply transformations in order, e.g. ``chain(clip_by_global_norm(5.0), adam(1e-3))``."""
+    def init(params):
+        return ChainState(tuple(t.init(params) for t in transforms))
+
+    def update(grads, state, params=None):
+        new = []
+        for t, s in zip(transforms, state.states):
+            grads, s = t.update(grads, s, params)
+            new.append(s)
+        return grads, ChainState(tuple(new))
+
+    rates = [t.learning_rate for t in transforms if t.learning_rate is not None]
+    return GradientTransformation(init, update, rates[-1] if rates else None)
+
+
+OPTIMIZERS = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "rmsprop": rmsprop,
+              "adam": adam, "adamw": adamw}

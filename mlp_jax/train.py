@@ -1,0 +1,285 @@
+"""Training: TrainState, the jit-compiled step, epochs fused with lax.scan, evaluate, fit.
+
+The step is a pure function ``(state, x, y, reg) -> (state, loss)``; ``jit`` is
+applied where it is built, once per spec. ``reg`` is an argument (an array),
+so changing it never recompiles. An epoch reshuffles the training set from the
+state's key and runs ``N // batch_size`` full minibatches in one ``lax.scan``;
+when ``batch_size`` does not divide N, the ``N % batch_size`` examples left over
+make one last, smaller minibatch, so every example is used once per epoch.
+Minibatches are gathered inside the scan, so the dataset is never copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .backprop import backprop
+from .losses import BINARY01, BINARY_PM1, CLASS
+from .network import forward, init_params, loss
+from .optim import GradientTransformation, apply_updates
+from .spec import MLPSpec
+
+GRAD_SOURCES = ("backprop", "autodiff")
+
+
+class TrainState(NamedTuple):
+    params: tuple
+    opt_state: object
+    step: jax.Array  # updates taken so far
+    key: jax.Array  # source of shuffles and dropout masks; split every use
+
+
+def init_state(key, spec: MLPSpec, optimizer: GradientTransformation) -> TrainState:
+    """Fresh parameters and optimizer state; ``key`` is split once into init and training."""
+    k_init, k_train = jax.random.split(key)
+    params = init_params(k_init, spec)
+    return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), k_train)
+
+
+def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, reg=None, key=None, train=True):
+    """The loss and its gradients, from the hand backprop or from ``jax.grad``."""
+    if grad == "backprop":
+        return backprop(params, x, y, spec, reg=reg, key=key, train=train)
+    if grad == "autodiff":
+        return jax.value_and_grad(loss)(params, x, y, spec, reg=reg, key=key, train=train)
+    raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
+
+
+def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, state: TrainState,
+               x, y, reg=None) -> tuple[TrainState, jax.Array]:
+    """One update on the minibatch ``x (B, D)``, ``y``. Pure and un-jitted."""
+    key, sub = jax.random.split(state.key)
+    value, grads = value_and_grads(spec, grad, state.params, x, y, reg=reg,
+                                   key=sub if spec.stochastic else None)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
+
+
+def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str = "backprop"):
+    """``step(state, x, y, reg=None) -> (state, loss)``, jit-compiled once for ``spec``."""
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
+    return jax.jit(partial(train_step, spec, optimizer, grad))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // min(batch_size, n))
+
+
+def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batch_size: int,
+               num_epochs: int, state: TrainState, X, Y, reg=None):
+    """``num_epochs`` epochs over ``X (N, D)``, ``Y``; pure. Returns ``(state, losses)``,
+    losses of shape ``(num_epochs, steps_per_epoch)``."""
+    N = X.shape[0]
+    bs = min(batch_size, N)
+    full, rest = divmod(N, bs)
+    step = partial(train_step, spec, optimizer, grad)
+
+    def epoch(state, _):
+        key, perm_key = jax.random.split(state.key)
+        perm = jax.random.permutation(perm_key, N)  # (N,)
+        state = state._replace(key=key)
+
+        def minibatch(state, i):
+            idx = jax.lax.dynamic_slice(perm, (i * bs,), (bs,))
+            return step(state, X[idx], Y[idx], reg)
+
+        state, losses = jax.lax.scan(minibatch, state, jnp.arange(full))
+        if rest:  # the leftover examples: one smaller, last minibatch
+            idx = perm[full * bs:]
+            state, last = step(state, X[idx], Y[idx], reg)
+            losses = jnp.concatenate([losses, last[None]])
+        return state, losses
+
+    return jax.lax.scan(epoch, state, None, length=num_epochs)
+
+
+def make_epochs(spec: MLPSpec, optimizer: GradientTransformation, batch_size: int,
+                num_epochs: int = 1, grad: str = "backprop"):
+    """``epochs(state, X, Y, reg=None) -> (state, losses)``: ``num_epochs`` fused, jitted."""
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
+    return jax.jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs))
+
+
+def predict(scores, spec: MLPSpec):
+    """Predicted labels from scores, in the label convention of the spec's loss."""
+    kind = spec.loss_fn.labels
+    if kind == CLASS:
+        return jnp.argmax(scores, axis=1)
+    if kind == BINARY01:
+        return (scores[:, 0] > 0).astype(jnp.int32)
+    if kind == BINARY_PM1:
+        return jnp.where(scores[:, 0] > 0, 1, -1)
+    return None
+
+
+@partial(jax.jit, static_argnames="spec")
+def _evaluate(params, X, Y, spec, reg):
+    scores = forward(params, X, spec)
+    value = loss(params, X, Y, spec, reg=reg)
+    pred = predict(scores, spec)
+    acc = jnp.nan if pred is None else jnp.mean(pred == Y)
+    return value, acc
+
+
+def evaluate(params, X, Y, spec: MLPSpec, reg=None) -> tuple[float, float]:
+    """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout).
+    Accuracy is NaN for the squared loss (no classes)."""
+    value, acc = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec,
+                           jnp.asarray(spec.reg if reg is None else reg, jnp.float32))
+    return float(value), float(acc)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState  # the final state
+    history: list[dict]  # one row per evaluation
+    best_params: tuple  # best on validation (the final params when there is no val split)
+    best_val_acc: float | None
+
+
+def _progress_bar(enabled: bool | None, total: int, desc: str):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
+        batch_size: int, key=None, grad: str = "backprop", reg=None, eval_every: int = 1,
+        train_eval_size: int | None = 1000, checkpoint_path: str | None = None,
+        resume: bool = False, meta: dict | None = None, progress: bool | None = None,
+        callbacks: Sequence[Callable] = (), state: TrainState | None = None) -> FitResult:
+    """Train for ``epochs`` epochs, evaluating every ``eval_every`` of them, as CS231n's Solver.
+
+    Args:
+      spec: the network.
+      data: a ``data.Dataset`` (or any object with ``X_train, y_train, X_val, y_val``).
+      optimizer: from ``mlp_jax.optim``.
+      epochs, batch_size: epochs over the training split; minibatch size (the
+        whole split when larger).
+      key: a ``jax.random`` key (needed unless ``state`` or ``resume`` gives one).
+      grad: ``"backprop"`` (hand-derived) or ``"autodiff"`` (``jax.grad``).
+      reg: overrides ``spec.reg``.
+      eval_every: epochs fused into one compiled call between evaluations.
+      train_eval_size: training accuracy is measured on the first this-many
+        training examples (CS231n's Solver uses 1000); None for all.
+      checkpoint_path: save a checkpoint there after every evaluation.
+      resume: continue from ``checkpoint_path`` if it exists.
+      meta: extra JSON-able facts saved in the checkpoint (dataset, optimizer, ...).
+      progress: a tqdm bar; None shows it only when stderr is a terminal.
+      callbacks: each called as ``cb(state, row)`` after every evaluation.
+
+    Returns:
+      A :class:`FitResult`. History rows hold ``epoch, step, train_loss`` (mean
+      minibatch loss since the last row), ``train_acc, val_loss, val_acc, lr``
+      (where the optimizer exposes one) and ``time`` (seconds since start).
+
+    Raises:
+      TrainingDiverged: the loss became non-finite; the last good checkpoint stays.
+    """
+    from . import checkpoint as ckpt
+
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
+    if epochs < 1 or batch_size < 1 or eval_every < 1:
+        raise ValueError(f"epochs, batch_size and eval_every must be >= 1; got {epochs}, "
+                         f"{batch_size}, {eval_every}")
+    X, Y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    has_val = getattr(data, "X_val", None) is not None
+    Xtr_eval = X if train_eval_size is None else X[:train_eval_size]
+    Ytr_eval = Y if train_eval_size is None else Y[:train_eval_size]
+    reg_arr = jnp.asarray(spec.reg if reg is None else reg, jnp.float32)
+
+    history, best_params, best_val = [], None, None
+    if state is None:
+        if key is None:
+            raise TypeError("fit needs key=jax.random.key(seed) (or state=...)")
+        state = init_state(key, spec, optimizer)
+    if resume and checkpoint_path and os.path.exists(checkpoint_path):
+        loaded = ckpt.load(checkpoint_path, spec=spec, template=state)
+        state, history = loaded.state, loaded.history
+        best_params, best_val = loaded.best_params, loaded.best_val_acc
+    best_params = state.params if best_params is None else best_params
+
+    per_epoch = steps_per_epoch(X.shape[0], batch_size)
+    compiled = {}
+    epoch = int(state.step) // per_epoch
+    t0 = time.perf_counter() - (history[-1]["time"] if history else 0.0)
+    bar = _progress_bar(progress, epochs, spec.activation_name)
+    if bar is not None:
+        bar.update(epoch)
+    try:
+        while epoch < epochs:
+            n = min(eval_every, epochs - epoch)
+            if n not in compiled:
+                compiled[n] = make_epochs(spec, optimizer, batch_size, n, grad)
+            new_state, losses = compiled[n](state, X, Y, reg_arr)
+            losses = np.asarray(losses)  # (n, per_epoch)
+            if not np.isfinite(losses).all():
+                bad = int(np.argmax(~np.isfinite(losses.ravel())))
+                e, s = divmod(bad, per_epoch)
+                where = f" ({checkpoint_path} holds epoch {epoch})" if checkpoint_path and \
+                    os.path.exists(checkpoint_path) else ""
+                raise TrainingDiverged(
+                    f"loss became {losses.ravel()[bad]} at epoch {epoch + e + 1}, step {s + 1} "
+                    f"of {per_epoch} (update {int(state.step) + bad + 1}); the last good "
+                    f"state is kept{where}. Lower the learning rate or check the data.")
+            state, epoch = new_state, epoch + n
+            row = {"epoch": epoch, "step": int(state.step), "train_loss": float(losses.mean())}
+            row["train_acc"] = evaluate(state.params, Xtr_eval, Ytr_eval, spec, reg_arr)[1]
+            if has_val:
+                row["val_loss"], row["val_acc"] = evaluate(
+                    state.params, data.X_val, data.y_val, spec, reg_arr)
+                if best_val is None or row["val_acc"] > best_val:
+                    best_val, best_params = row["val_acc"], state.params
+            else:
+                best_params = state.params
+            lr = _learning_rate(optimizer, state)
+            if lr is not None:
+                row["lr"] = lr
+            row["time"] = time.perf_counter() - t0
+            history.append(row)
+            for cb in callbacks:
+                cb(state, row)
+            if checkpoint_path:
+                ckpt.save(checkpoint_path, state, spec=spec, history=history,
+                          best_params=best_params, best_val_acc=best_val, meta=meta)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(loss=f"{row['train_loss']:.3g}",
+                                **({"val_acc": f"{row['val_acc']:.3f}"} if has_val else {}))
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(state, history, best_params, best_val)
+
+
+def _learning_rate(optimizer, state) -> float | None:
+    lr = getattr(optimizer, "learning_rate", None)
+    if lr is None:
+        return None
+    value = lr(state.step) if callable(lr) else lr
+    value = float(value)
+    return value if math.isfinite(value) else None
