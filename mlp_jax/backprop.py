@@ -25,7 +25,7 @@ Array = jax.Array
 
 
 def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
-             key: Array | None = None, train: bool = False) -> tuple[Array, Params]:
+             key: Array | None = None, train: bool = False, dropout=None) -> tuple[Array, Params]:
     """The loss and its gradient with respect to every parameter.
 
     Same arguments as :func:`mlp_jax.loss`. Pure, and fine under ``jit`` and ``vmap``.
@@ -34,7 +34,7 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
       ``(loss, grads)``; ``grads`` has exactly the structure, shapes and
       dtypes of ``params``.
     """
-    scores, cache = forward_with_cache(params, x, spec, key=key, train=train)
+    scores, cache = forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)
     N = scores.shape[0]
     y = prepare_labels(y, spec, N, scores.dtype)
     loss_fn = spec.loss_fn
@@ -62,3 +62,16 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
             dz = dh * act.deriv(below["z"], below["a"])
     grads = tuple({k: g.astype(p[k].dtype) for k, g in gl.items()} for gl, p in zip(grads, params))
     return value, grads
+
+
+def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None):
+    """Each example's own gradient: ``vmap`` of :func:`backprop` over the batch.
+
+    Returns:
+      ``(losses (N,), grads)``; every leaf of ``grads`` has a leading axis of
+      size N: ``grads[l]["W"][i]`` is the gradient of ``L_i + reg * sum W**2``.
+    """
+    def one(xi, yi):
+        return backprop(params, xi[None], yi[None], spec, reg=reg)
+
+    return jax.vmap(one)(x, y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -109,11 +110,21 @@ def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
 
 
 def _train(args) -> int:
+    from . import parallel
+
+    try:  # before any other JAX work
+        distributed = parallel.initialize(args.coordinator, args.num_processes, args.process_id,
+                                          timeout=args.dist_timeout)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     import jax
 
     from . import data, train
     from .checkpoint import load_params
     from .spec import MLPSpec
+
+    lead = jax.process_index() == 0  # only process 0 writes files and talks
+    args.quiet = args.quiet or not lead
 
     try:
         ds = data.load(args.dataset, args.data_dir)
@@ -150,12 +161,13 @@ def _train(args) -> int:
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config["hidden"] = list(args.hidden)
-    if os.path.exists(ckpt_path) and not args.resume:
+    if os.path.exists(ckpt_path) and not args.resume and lead:
         raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
                          "another --out")
     rows = load_params(ckpt_path).history if args.resume and os.path.exists(ckpt_path) else []
-    with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+    if lead:
+        with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
+            f.writelines(json.dumps(r) + "\n" for r in rows)
 
     def log(state, row):
         with open(metrics_path, "a") as f:
@@ -172,11 +184,26 @@ def _train(args) -> int:
               f"grad={args.grad}", flush=True)
     t0 = time.perf_counter()
     try:
-        result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
-                           key=jax.random.key(args.seed), grad=args.grad,
-                           eval_every=args.eval_every, checkpoint_path=ckpt_path,
-                           resume=args.resume, meta={"config": config},
-                           progress=False if args.quiet else None, callbacks=[log])
+        if distributed or args.devices != 1:
+            try:
+                mesh = parallel.data_mesh(args.devices if args.devices else None)
+                parallel.check_divisible(min(batch_size, len(ds.X_train)), mesh)
+            except ValueError as e:
+                raise UsageError(str(e)) from e
+            if not args.quiet:
+                print(f"data parallel over {mesh.shape['data']} devices "
+                      f"({jax.process_count()} processes), form {args.form}", flush=True)
+            result = parallel.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
+                                  key=jax.random.key(args.seed), mesh=mesh, form=args.form,
+                                  checkpoint_path=ckpt_path if lead else None,
+                                  resume=args.resume, meta={"config": config},
+                                  callbacks=[log] if lead else [])
+        else:
+            result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
+                               key=jax.random.key(args.seed), grad=args.grad,
+                               eval_every=args.eval_every, checkpoint_path=ckpt_path,
+                               resume=args.resume, meta={"config": config},
+                               progress=False if args.quiet else None, callbacks=[log])
     except train.TrainingDiverged as e:
         print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
         return 1
@@ -322,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output directory (default runs/DATASET)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
+    p = t.add_argument_group("data parallel (see README: Scaling out)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="devices to shard each batch over (0: all, across every process)")
+    p.add_argument("--form", choices=("shard_map", "gspmd"), default="shard_map",
+                   help="hand backprop + pmean in shard_map, or autodiff under GSPMD")
+    p.add_argument("--coordinator", help="host:port of process 0 (or MLP_JAX_COORDINATOR)")
+    p.add_argument("--num-processes", type=int, help="processes in the job "
+                   "(or MLP_JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="this process, 0..n-1 (or MLP_JAX_PROCESS_ID)")
+    p.add_argument("--dist-timeout", type=_positive(int), default=60,
+                   help="seconds to wait for every process to join")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset")
@@ -332,16 +370,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _supervise(argv: list[str], args) -> int:
+    """Run a multi-process worker as a child. The JAX distributed runtime ends a process
+    whose peer never joins (or vanishes) from a C++ thread, with a stack trace and no
+    Python exception; here that becomes one clear line and exit status 1."""
+    import signal
+    import subprocess
+
+    env = dict(os.environ, MLP_JAX_WORKER="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", *argv], env=env,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    fatal, in_fatal = [], False
+    for line in proc.stderr:
+        if re.match(r"\s*@\s+0x", line) or "Check failure stack trace" in line:
+            in_fatal = False  # the runtime's C++ stack trace
+            continue
+        m = re.match(r"F\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)", line)
+        if m or (in_fatal and line.strip()):
+            fatal.append((m.group(1) if m else line).strip())
+            in_fatal = True
+            continue
+        if not in_fatal:
+            sys.stderr.write(line)
+    code = proc.wait()
+    if code in (-signal.SIGABRT, 128 + signal.SIGABRT):
+        who = f"process {args.process_id} of {args.num_processes}"
+        why = " ".join(fatal)[:400] or "no message"
+        print(f"mlp-jax: error: {who}: the JAX distributed runtime stopped it (a peer never "
+              f"joined {args.coordinator} within {args.dist_timeout} s, or died): {why}",
+              file=sys.stderr)
+        return 1
+    return code
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
+        return _supervise(argv, args)
     if getattr(args, "out", "unset") is None:
         args.out = os.path.join("runs", args.dataset)
+    from .parallel import PeerFailure
+
     try:
-        return args.func(args)
+        code = args.func(args)
     except UsageError as e:
         print(f"mlp-jax: error: {e}", file=sys.stderr)
         return 2
+    except PeerFailure as e:
+        # The distributed runtime's own shutdown would now wait on the lost peer and
+        # abort with a C++ trace; say what happened in one line and leave at once.
+        print(f"mlp-jax: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    if getattr(args, "num_processes", None) and args.num_processes > 1:
+        import jax
+
+        jax.distributed.shutdown()  # every process reaches here: a clean, joint exit
+    return code
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
 
 
 def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | None = None,
-                       train: bool = False) -> tuple[Array, list[dict[str, Array]]]:
+                       train: bool = False, dropout=None) -> tuple[Array, list[dict[str, Array]]]:
     """Scores and what the backward pass needs, layer by layer.
 
     Returns:
@@ -72,7 +72,9 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
     dtype = params[0]["W"].dtype
     h = jnp.asarray(x, dtype)  # (N, D)
 
-    stochastic = train and spec.stochastic
+    p_drop = spec.dropout if dropout is None else dropout  # an array in a sweep over it
+    use_dropout = dropout is not None or spec.dropout > 0
+    stochastic = train and (use_dropout or spec.input_noise > 0)
     if stochastic:
         _check_key(key, f"training mode with dropout={spec.dropout}, "
                         f"input_noise={spec.input_noise}")
@@ -91,8 +93,8 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
         else:
             a = act.fn(z)
         entry["a"] = a
-        if stochastic and spec.dropout > 0:
-            entry["mask"] = layers.dropout_mask(keys[layer + 1], spec.dropout, a.shape, a.dtype)
+        if stochastic and use_dropout:
+            entry["mask"] = layers.dropout_mask(keys[layer + 1], p_drop, a.shape, a.dtype)
             a = a * entry["mask"]
         cache.append(entry)
         h = a
@@ -102,13 +104,14 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
 
 
 def forward(params: Params, x: Array, spec: MLPSpec, *, key: Array | None = None,
-            train: bool = False) -> Array:
+            train: bool = False, dropout=None) -> Array:
     """The class scores: ``x`` of shape ``(N, D)`` -> ``(N, C)``.
 
     In training mode (``train=True``) dropout and input noise are applied,
-    drawn from ``key``; at evaluation both are the identity.
+    drawn from ``key``; at evaluation both are the identity. ``dropout``
+    overrides ``spec.dropout`` (may be a traced array, for sweeps).
     """
-    return forward_with_cache(params, x, spec, key=key, train=train)[0]
+    return forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)[0]
 
 
 def prepare_labels(y: Array, spec: MLPSpec, n: int, dtype) -> Array:
@@ -129,16 +132,16 @@ def resolve_reg(reg, spec: MLPSpec, dtype):
 
 
 def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
-         key: Array | None = None, train: bool = False) -> Array:
+         key: Array | None = None, train: bool = False, dropout=None) -> Array:
     """``1/N sum_i L_i + reg * sum W**2``: the scalar that training minimizes.
 
     Args:
       params, x, spec: as in :func:`forward`.
       y: labels, as the loss needs them (``losses.LABEL_KINDS``).
       reg: overrides ``spec.reg`` when given (may be a traced array).
-      key, train: as in :func:`forward`.
+      key, train, dropout: as in :func:`forward`.
     """
-    scores, _ = forward_with_cache(params, x, spec, key=key, train=train)
+    scores, _ = forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)
     y = prepare_labels(y, spec, scores.shape[0], scores.dtype)
     data_loss = jnp.mean(spec.loss_fn.value(scores, y))
     return data_loss + l2_penalty(params, resolve_reg(reg, spec, scores.dtype))

@@ -47,21 +47,26 @@ def init_state(key, spec: MLPSpec, optimizer: GradientTransformation) -> TrainSt
     return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), k_train)
 
 
-def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, reg=None, key=None, train=True):
+def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, reg=None, key=None, train=True,
+                    dropout=None):
     """The loss and its gradients, from the hand backprop or from ``jax.grad``."""
+    kw = dict(reg=reg, key=key, train=train, dropout=dropout)
     if grad == "backprop":
-        return backprop(params, x, y, spec, reg=reg, key=key, train=train)
+        return backprop(params, x, y, spec, **kw)
     if grad == "autodiff":
-        return jax.value_and_grad(loss)(params, x, y, spec, reg=reg, key=key, train=train)
+        return jax.value_and_grad(loss)(params, x, y, spec, **kw)
     raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
 
 
 def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, state: TrainState,
-               x, y, reg=None) -> tuple[TrainState, jax.Array]:
-    """One update on the minibatch ``x (B, D)``, ``y``. Pure and un-jitted."""
+               x, y, reg=None, dropout=None) -> tuple[TrainState, jax.Array]:
+    """One update on the minibatch ``x (B, D)``, ``y``. Pure and un-jitted.
+
+    ``reg`` and ``dropout`` override the spec's (arrays, so sweeps compile once)."""
     key, sub = jax.random.split(state.key)
+    stochastic = spec.stochastic or dropout is not None
     value, grads = value_and_grads(spec, grad, state.params, x, y, reg=reg,
-                                   key=sub if spec.stochastic else None)
+                                   key=sub if stochastic else None, dropout=dropout)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
 
@@ -78,7 +83,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batch_size: int,
-               num_epochs: int, state: TrainState, X, Y, reg=None):
+               num_epochs: int, state: TrainState, X, Y, reg=None, dropout=None):
     """``num_epochs`` epochs over ``X (N, D)``, ``Y``; pure. Returns ``(state, losses)``,
     losses of shape ``(num_epochs, steps_per_epoch)``."""
     N = X.shape[0]
@@ -93,12 +98,12 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
         def minibatch(state, i):
             idx = jax.lax.dynamic_slice(perm, (i * bs,), (bs,))
-            return step(state, X[idx], Y[idx], reg)
+            return step(state, X[idx], Y[idx], reg, dropout)
 
         state, losses = jax.lax.scan(minibatch, state, jnp.arange(full))
         if rest:  # the leftover examples: one smaller, last minibatch
             idx = perm[full * bs:]
-            state, last = step(state, X[idx], Y[idx], reg)
+            state, last = step(state, X[idx], Y[idx], reg, dropout)
             losses = jnp.concatenate([losses, last[None]])
         return state, losses
 
@@ -107,7 +112,8 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
 def make_epochs(spec: MLPSpec, optimizer: GradientTransformation, batch_size: int,
                 num_epochs: int = 1, grad: str = "backprop"):
-    """``epochs(state, X, Y, reg=None) -> (state, losses)``: ``num_epochs`` fused, jitted."""
+    """``epochs(state, X, Y, reg=None, dropout=None) -> (state, losses)``: ``num_epochs`` fused,
+    jitted."""
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
     return jax.jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs))

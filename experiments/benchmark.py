@@ -1,0 +1,274 @@
+"""Benchmark: mlp_jax against numpy, PyTorch (if installed), a Python loop of jitted steps,
+sequential fits, and the GEMM roofline, all measured in this one run.
+
+    python -m experiments.benchmark            # full (about 3 minutes on 2 cores)
+    python -m experiments.benchmark --quick    # seconds: a smoke run with small sizes
+
+Prints each measurement and its ratio to mlp_jax; writes experiments/results/benchmark.json.
+Absolute times are context; the ratios are the result.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import mlp_jax as mj  # noqa: E402
+from experiments.common import quick_mode, write_json  # noqa: E402
+from mlp_jax import data, optim, sweep, train  # noqa: E402
+
+QUICK = quick_mode()
+REPEATS = 5 if QUICK else 30  # timed repetitions (after warm-up); we report the median
+GEMM_N = 512 if QUICK else 2048  # the roofline's square float32 matmul
+BATCH, D, H, C = 256, 3072, 100, 10  # the CIFAR-shaped step
+SPIRAL_STEPS = 200 if QUICK else 10_000
+SWEEP_STEPS = 100 if QUICK else 2_000  # per configuration, 64 configurations
+MEMORY_N = 2_000 if QUICK else 50_000  # CIFAR-sized training set for the memory check
+LR, REG = 1e-3, 1e-3
+
+
+def median_time(fn, repeats=REPEATS, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def block(tree):
+    return jax.block_until_ready(tree)
+
+
+results = {"device": str(jax.devices()[0]), "platform": platform.platform(),
+           "versions": {"jax": jax.__version__, "numpy": np.__version__,
+                        "python": platform.python_version()}, "quick": QUICK}
+try:
+    import torch
+    results["versions"]["torch"] = torch.__version__
+    torch.set_num_threads(os.cpu_count())
+except ImportError:
+    torch = None
+print(f"device {results['device']}; versions {results['versions']}")
+
+# --- GEMM roofline ------------------------------------------------------------
+a = jax.random.normal(jax.random.key(0), (GEMM_N, GEMM_N))
+matmul = jax.jit(jnp.dot)
+t = median_time(lambda: block(matmul(a, a)), repeats=max(REPEATS // 3, 3))
+gemm_flops = 2 * GEMM_N**3 / t
+results["gemm_gflops"] = gemm_flops / 1e9
+print(f"\nGEMM {GEMM_N}^3 float32: {gemm_flops / 1e9:.0f} GFLOP/s (the roofline)")
+
+# --- CIFAR-shaped step ----------------------------------------------------------
+# FLOPs: forward 2N(DH + HC); backward dW2 2NHC, dH 2NHC, dW1 2NDH (no dx at the input).
+step_flops = 2 * BATCH * (2 * D * H + 3 * H * C)
+rng = np.random.default_rng(0)
+Xb = rng.normal(size=(BATCH, D)).astype(np.float32)
+yb = rng.integers(0, C, BATCH)
+spec = mj.MLPSpec((D, H, C), reg=REG)
+opt = optim.sgd(LR)
+step_res = {}
+for grad in ("backprop", "autodiff"):
+    step = train.make_train_step(spec, opt, grad)
+    state = train.init_state(jax.random.key(0), spec, opt)
+    x, y, reg = jnp.asarray(Xb), jnp.asarray(yb), jnp.float32(REG)
+    box = [state]
+
+    def run_step(step=step, box=box, x=x, y=y, reg=reg):
+        box[0], loss = step(box[0], x, y, reg)
+        block(loss)
+
+    t = median_time(run_step, repeats=REPEATS * 5)
+    mem = step.lower(state, x, y, reg).compile().memory_analysis()
+    step_res[grad] = {"ms": t * 1e3, "gflops": step_flops / t / 1e9,
+                      "temp_bytes": getattr(mem, "temp_size_in_bytes", None)}
+
+W1 = (np.sqrt(2 / D) * rng.normal(size=(D, H))).astype(np.float32)
+W2 = (np.sqrt(2 / H) * rng.normal(size=(H, C))).astype(np.float32)
+b1, b2 = np.zeros(H, np.float32), np.zeros(C, np.float32)
+
+
+def numpy_step():
+    """CS231n's two-layer net (assignment 1 style), one SGD step."""
+    global W1, W2, b1, b2
+    hidden = np.maximum(0, Xb @ W1 + b1)  # (N, H)
+    scores = hidden @ W2 + b2  # (N, C)
+    scores = scores - scores.max(1, keepdims=True)
+    probs = np.exp(scores)
+    probs /= probs.sum(1, keepdims=True)
+    _ = -np.log(probs[np.arange(BATCH), yb]).mean() + REG * ((W1 * W1).sum() + (W2 * W2).sum())
+    dscores = probs
+    dscores[np.arange(BATCH), yb] -= 1
+    dscores /= BATCH
+    dW2 = hidden.T @ dscores + 2 * REG * W2
+    db2 = dscores.sum(0)
+    dhidden = dscores @ W2.T
+    dhidden[hidden <= 0] = 0
+    dW1 = Xb.T @ dhidden + 2 * REG * W1
+    db1 = dhidden.sum(0)
+    W1 -= LR * dW1
+    W2 -= LR * dW2
+    b1 -= LR * db1
+    b2 -= LR * db2
+
+
+step_res["numpy"] = {"ms": median_time(numpy_step, repeats=REPEATS * 2) * 1e3}
+if torch is not None:
+    model = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.ReLU(), torch.nn.Linear(H, C))
+    topt = torch.optim.SGD(model.parameters(), lr=LR)
+    tx, ty = torch.from_numpy(Xb), torch.from_numpy(yb)
+
+    def torch_step():
+        topt.zero_grad(set_to_none=True)
+        out = model(tx)
+        loss = torch.nn.functional.cross_entropy(out, ty) + REG * (
+            model[0].weight.square().sum() + model[2].weight.square().sum())
+        loss.backward()
+        topt.step()
+
+    step_res["torch_eager"] = {"ms": median_time(torch_step, repeats=REPEATS * 2) * 1e3}
+roof_ms = step_flops / gemm_flops * 1e3
+step_res["roofline"] = {"ms": roof_ms}
+results["cifar_step"] = step_res
+base = step_res["backprop"]["ms"]
+print(f"\nCIFAR-shaped step (3072-100-10 ReLU, softmax + L2, batch 256, SGD): "
+      f"{step_flops / 1e6:.0f} MFLOP")
+for name, r in step_res.items():
+    extra = f", {r['gflops']:.0f} GFLOP/s" if "gflops" in r else ""
+    mem = f", XLA temp {r['temp_bytes'] / 1e6:.2f} MB" if r.get("temp_bytes") else ""
+    print(f"  {name:<12} {r['ms']:8.3f} ms  (x{r['ms'] / base:5.2f} of mlp_jax backprop)"
+          f"{extra}{mem}")
+print(f"  mlp_jax backprop at {roof_ms / base:.0%} of the GEMM roofline; "
+      f"backprop/autodiff time {base / step_res['autodiff']['ms']:.2f}")
+
+# --- Spiral: 10 000 full-batch steps ----------------------------------------------
+ds = data.spiral()
+sspec = mj.MLPSpec((2, 100, 3), reg=5e-4, init="normal", weight_scale=0.01)
+sopt = optim.sgd(1.0)
+X, Y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
+state0 = train.init_state(jax.random.key(0), sspec, sopt)
+fused = train.make_epochs(sspec, sopt, 300, SPIRAL_STEPS)
+t_fused = median_time(lambda: block(fused(state0, X, Y)), repeats=3, warmup=1)
+one = train.make_train_step(sspec, sopt)
+
+
+def python_loop():
+    s = state0
+    for _ in range(SPIRAL_STEPS):
+        s, loss = one(s, X, Y)
+    block(loss)
+
+
+t_loop = median_time(python_loop, repeats=3, warmup=1)
+
+
+def numpy_spiral():
+    """The case study's training loop, verbatim in spirit (numpy, full batch)."""
+    Xs, ys = ds.X_train.astype(np.float64), ds.y_train
+    r = np.random.default_rng(0)
+    W, b = 0.01 * r.normal(size=(2, 100)), np.zeros(100)
+    W2_, b2_ = 0.01 * r.normal(size=(100, 3)), np.zeros(3)
+    n, reg = len(Xs), 5e-4
+    for _ in range(SPIRAL_STEPS):
+        hidden = np.maximum(0, Xs @ W + b)
+        scores = hidden @ W2_ + b2_
+        e = np.exp(scores - scores.max(1, keepdims=True))
+        probs = e / e.sum(1, keepdims=True)
+        dscores = probs
+        dscores[range(n), ys] -= 1
+        dscores /= n
+        dW2 = hidden.T @ dscores + 2 * reg * W2_
+        db2 = dscores.sum(0)
+        dh = dscores @ W2_.T
+        dh[hidden <= 0] = 0
+        dW = Xs.T @ dh + 2 * reg * W
+        db = dh.sum(0)
+        W, b, W2_, b2_ = W - dW, b - db, W2_ - dW2, b2_ - db2
+
+
+t_np = median_time(numpy_spiral, repeats=1 if not QUICK else 3, warmup=0)
+results["spiral"] = {"steps": SPIRAL_STEPS, "fused_s": t_fused, "python_loop_s": t_loop,
+                     "numpy_s": t_np}
+print(f"\nSpiral, {SPIRAL_STEPS} full-batch steps: fused {t_fused:.3f} s; Python loop of jitted "
+      f"steps {t_loop:.3f} s (x{t_loop / t_fused:.1f}); numpy {t_np:.3f} s "
+      f"(x{t_np / t_fused:.1f})")
+
+# --- Sweep: 64 spiral trainings ---------------------------------------------------
+configs = sweep.grid(seeds=range(4), lrs=(1.0, 0.5, 0.2, 0.1), regs=(1e-4, 5e-4, 1e-3, 1e-2))
+run = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
+keys = jnp.stack([jax.random.key(c["seed"]) for c in configs])
+lrs = jnp.asarray([c["lr"] for c in configs])
+regs = jnp.asarray([c["reg"] for c in configs])
+zeros = jnp.zeros(len(configs))
+t_sweep = median_time(lambda: block(run(keys, lrs, regs, zeros, X, Y)), repeats=3, warmup=1)
+single = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
+
+
+def sequential():
+    for i in range(len(configs)):  # the same compiled program, one configuration at a time
+        out = single(keys[i:i + 1], lrs[i:i + 1], regs[i:i + 1], zeros[i:i + 1], X, Y)
+    block(out)
+
+
+t_seq = median_time(sequential, repeats=1 if not QUICK else 2, warmup=1)
+results["sweep"] = {"configs": len(configs), "steps": SWEEP_STEPS, "vmapped_s": t_sweep,
+                    "sequential_s": t_seq}
+print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: one vmapped program "
+      f"{t_sweep:.2f} s; 64 sequential fits {t_seq:.2f} s (x{t_seq / t_sweep:.1f} throughput)")
+
+
+# --- Memory: peak RSS of training epochs, in a child process ----------------------
+def memory_child(n):
+    def rss_peak():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+    base = rss_peak()  # after importing jax
+    # Build the dataset on the device chunk by chunk into one donated buffer, so it
+    # exists exactly once (a numpy copy plus a device copy would double it).
+    put = jax.jit(lambda buf, chunk, i: jax.lax.dynamic_update_slice(buf, chunk, (i, 0)),
+                  donate_argnums=0)
+    X = jnp.zeros((n, D), jnp.float32)
+    for i in range(0, n, 5000):
+        rows = min(5000, n - i)
+        chunk = jax.random.normal(jax.random.key(i), (rows, D), jnp.float32)
+        X = put(X, chunk, i)
+    Y = jax.random.randint(jax.random.key(1), (n,), 0, C)
+    block(X)
+    after_data = rss_peak()
+    mspec = mj.MLPSpec((D, H, C), reg=REG)
+    mopt = optim.sgd(LR)
+    epochs = train.make_epochs(mspec, mopt, BATCH, 1)
+    state = train.init_state(jax.random.key(0), mspec, mopt)
+    for _ in range(2):
+        state, losses = epochs(state, X, Y)
+        block(losses)
+    return {"dataset_bytes": n * D * 4, "baseline_bytes": base,
+            "peak_after_data_bytes": after_data, "peak_bytes": rss_peak()}
+
+
+if "--memory-child" in sys.argv:
+    print(json.dumps(memory_child(int(sys.argv[sys.argv.index("--memory-child") + 1]))))
+    sys.exit(0)
+child = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--memory-child",
+                        str(MEMORY_N)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+mem = json.loads(child.stdout.strip().splitlines()[-1])
+mem["ratio"] = (mem["peak_bytes"] - mem["baseline_bytes"]) / mem["dataset_bytes"]
+results["memory"] = mem
+print(f"\nMemory: 2 epochs over {MEMORY_N} x {D} float32 ({mem['dataset_bytes'] / 2**20:.0f} MiB): "
+      f"peak RSS {(mem['peak_bytes'] - mem['baseline_bytes']) / 2**20:.0f} MiB above the "
+      f"post-import baseline = x{mem['ratio']:.2f} the dataset")
+results["self_rss_max_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"\nwrote {write_json('benchmark', results, QUICK)}")

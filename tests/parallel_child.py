@@ -1,0 +1,67 @@
+"""Run by tests/test_parallel.py in a subprocess with 8 forced host CPU devices
+(XLA_FLAGS must be set before jax is imported, so this cannot run in the test process)."""
+
+import json
+import os
+import sys
+import tempfile
+
+assert "--xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import mlp_jax as mj  # noqa: E402
+from mlp_jax import checkpoint, data, optim, parallel, train  # noqa: E402
+
+
+def maxdiff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+out = {"devices": jax.device_count()}
+ds = data.digits()
+spec = mj.MLPSpec((64, 64, 10), reg=1e-3)
+opt = optim.momentum(0.05)
+mesh = parallel.data_mesh(8)
+x, y = jnp.asarray(ds.X_train[:256]), jnp.asarray(ds.y_train[:256])
+batch = NamedSharding(mesh, P("data"))
+single = train.make_train_step(spec, opt)
+reg = jnp.float32(1e-3)
+for form in parallel.FORMS:
+    step = parallel.make_sharded_step(spec, opt, mesh, form)
+    s1 = s2 = train.init_state(jax.random.key(0), spec, opt)
+    s2 = parallel.replicate(s2, mesh)
+    for _ in range(100):
+        s1, _ = single(s1, x, y, reg)
+        s2, _ = step(s2, jax.device_put(x, batch), jax.device_put(y, batch), reg)
+    out[form] = maxdiff(s1.params, s2.params)
+    out[form + "_sharding"] = str(s2.params[0]["W"].sharding.spec)
+
+try:
+    parallel.check_divisible(100, mesh)
+except ValueError as e:
+    out["uneven_error"] = str(e)
+
+# A sharded run's checkpoint resumes on one device, and a one-device checkpoint resumes sharded.
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "c.npz")
+    full = train.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
+                     eval_every=1, progress=False)
+    parallel.fit(spec, ds, opt, epochs=2, batch_size=64, key=jax.random.key(1), mesh=mesh,
+                 checkpoint_path=path)
+    resumed = train.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
+                        eval_every=1, checkpoint_path=path, resume=True, progress=False)
+    out["sharded_then_single"] = maxdiff(full.state.params, resumed.state.params)
+    path2 = os.path.join(d, "c2.npz")
+    train.fit(spec, ds, opt, epochs=2, batch_size=64, key=jax.random.key(1), eval_every=1,
+              checkpoint_path=path2, progress=False)
+    back = parallel.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
+                        mesh=mesh, checkpoint_path=path2, resume=True)
+    out["single_then_sharded"] = maxdiff(full.state.params, back.state.params)
+    out["history_len"] = len(checkpoint.load_params(path2).history)
+json.dump(out, sys.stdout)

@@ -1,0 +1,97 @@
+"""Data parallelism: 8 host devices in a subprocess, and 2 real processes on 127.0.0.1."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from mlp_jax import checkpoint
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+F32 = 2e-6  # float32 rounding, accumulated over the steps compared
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "parallel_child.py")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_both_forms_equal_single_device_over_100_steps(eight_devices):
+    assert eight_devices["devices"] == 8
+    assert eight_devices["shard_map"] <= F32, eight_devices
+    assert eight_devices["gspmd"] <= F32, eight_devices
+    assert eight_devices["shard_map_sharding"] in ("P()", "PartitionSpec()")  # replicated
+
+
+def test_uneven_batch_is_a_clear_error(eight_devices):
+    assert "100 examples does not split evenly over 8 devices" in eight_devices["uneven_error"]
+
+
+def test_checkpoints_move_between_sharded_and_single(eight_devices):
+    assert eight_devices["sharded_then_single"] <= F32
+    assert eight_devices["single_then_sharded"] <= F32
+    assert eight_devices["history_len"] == 4
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ARGS = ["--dataset", "spiral", "--hidden", "32", "--epochs", "60", "--batch-size", "60",
+        "--optimizer", "sgd", "--lr", "0.1", "--dropout", "0", "--input-noise", "0", "--quiet"]
+
+
+def cli(*args):
+    return [sys.executable, "-m", "mlp_jax.cli", "train", *ARGS, *args]
+
+
+def test_two_processes_match_one(tmp_path):
+    """300 steps over 2 processes x 1 device on 127.0.0.1 == one process, to float32 rounding."""
+    port = free_port()
+    procs = [subprocess.Popen(cli("--out", str(tmp_path / f"p{i}"), "--num-processes", "2",
+                                  "--process-id", str(i), "--coordinator", f"127.0.0.1:{port}",
+                                  "--devices", "0", "--dist-timeout", "60"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    single = subprocess.run(cli("--out", str(tmp_path / "one")), capture_output=True, text=True,
+                            timeout=120)
+    try:
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert single.returncode == 0, single.stderr
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    a = checkpoint.load_params(str(tmp_path / "one" / "checkpoint.npz"), best=False)
+    b = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), best=False)
+    assert a.history[-1]["step"] == b.history[-1]["step"] == 300
+    diff = max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+               for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)))
+    assert diff <= F32, diff
+    assert not (tmp_path / "p1" / "checkpoint.npz").exists()  # only process 0 writes
+
+
+def test_peer_that_never_starts_is_a_clear_error_within_the_timeout(tmp_path):
+    t = time.time()
+    proc = subprocess.run(cli("--out", str(tmp_path / "p0"), "--num-processes", "2",
+                              "--process-id", "0", "--coordinator", f"127.0.0.1:{free_port()}",
+                              "--devices", "0", "--dist-timeout", "5"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert time.time() - t < 60
+    err = proc.stderr.strip()
+    assert "process 0 of 2" in err and "never joined" in err, err
+    assert "@ 0x" not in err and "Traceback" not in err
