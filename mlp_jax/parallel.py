@@ -201,10 +201,13 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     epoch = int(host_copy(state.step)) // (full + (1 if rest else 0))
     t0 = time.perf_counter() - (history[-1]["time"] if history else 0.0)
     while epoch < epochs:
-        k = host_copy(jax.random.key_data(state.key))
-        key_now, perm_key = jax.random.split(jax.random.wrap_key_data(k))
-        perm = np.asarray(jax.random.permutation(perm_key, N))  # as train.run_epochs draws it
-        state = state._replace(key=replicate(key_now, mesh))
+        if bs == N:  # as train.run_epochs: a full batch is not shuffled
+            perm = np.arange(N)
+        else:
+            k = host_copy(jax.random.key_data(state.key))
+            key_now, perm_key = jax.random.split(jax.random.wrap_key_data(k))
+            perm = np.asarray(jax.random.permutation(perm_key, N))  # as run_epochs draws it
+            state = state._replace(key=replicate(key_now, mesh))
         losses = []
         for start in list(range(0, full * bs, bs)) + ([full * bs] if rest else []):
             idx = perm[start:start + bs]

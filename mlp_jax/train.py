@@ -3,9 +3,10 @@
 The step is a pure function ``(state, x, y, reg) -> (state, loss)``; ``jit`` is
 applied where it is built, once per spec. ``reg`` is an argument (an array),
 so changing it never recompiles. An epoch reshuffles the training set from the
-state's key and runs ``N // batch_size`` full minibatches in one ``lax.scan``;
-when ``batch_size`` does not divide N, the ``N % batch_size`` examples left over
-make one last, smaller minibatch, so every example is used once per epoch.
+state's key (not a full batch, where order cannot matter) and runs
+``N // batch_size`` full minibatches in one ``lax.scan``; when ``batch_size``
+does not divide N, the ``N % batch_size`` examples left over make one last,
+smaller minibatch, so every example is used once per epoch.
 Minibatches are gathered inside the scan, so the dataset is never copied.
 """
 
@@ -92,6 +93,9 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
     step = partial(train_step, spec, optimizer, grad)
 
     def epoch(state, _):
+        if bs == N:  # full batch: order cannot matter, so no shuffle (it would cost a sort)
+            state, value = step(state, X, Y, reg, dropout)
+            return state, value[None]
         key, perm_key = jax.random.split(state.key)
         perm = jax.random.permutation(perm_key, N)  # (N,)
         state = state._replace(key=key)
