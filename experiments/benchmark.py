@@ -51,6 +51,39 @@ def block(tree):
     return jax.block_until_ready(tree)
 
 
+# --- Memory: peak RSS of training epochs, in a child process ----------------------
+def memory_child(n):
+    def rss_peak():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+    base = rss_peak()  # after importing jax
+    # Build the dataset on the device chunk by chunk into one donated buffer, so it
+    # exists exactly once (a numpy copy plus a device copy would double it).
+    put = jax.jit(lambda buf, chunk, i: jax.lax.dynamic_update_slice(buf, chunk, (i, 0)),
+                  donate_argnums=0)
+    X = jnp.zeros((n, D), jnp.float32)
+    for i in range(0, n, 5000):
+        rows = min(5000, n - i)
+        chunk = jax.random.normal(jax.random.key(i), (rows, D), jnp.float32)
+        X = put(X, chunk, i)
+    Y = jax.random.randint(jax.random.key(1), (n,), 0, C)
+    block(X)
+    after_data = rss_peak()
+    mspec = mj.MLPSpec((D, H, C), reg=REG)
+    mopt = optim.sgd(LR)
+    epochs = train.make_epochs(mspec, mopt, BATCH, 1)
+    state = train.init_state(jax.random.key(0), mspec, mopt)
+    for _ in range(2):
+        state, losses = epochs(state, X, Y)
+        block(losses)
+    return {"dataset_bytes": n * D * 4, "baseline_bytes": base,
+            "peak_after_data_bytes": after_data, "peak_bytes": rss_peak()}
+
+
+if "--memory-child" in sys.argv:
+    print(json.dumps(memory_child(int(sys.argv[sys.argv.index("--memory-child") + 1]))))
+    sys.exit(0)
 results = {"device": str(jax.devices()[0]), "platform": platform.platform(),
            "versions": {"jax": jax.__version__, "numpy": np.__version__,
                         "python": platform.python_version()}, "quick": QUICK}
@@ -62,15 +95,31 @@ except ImportError:
     torch = None
 print(f"device {results['device']}; versions {results['versions']}")
 
-# --- GEMM roofline ------------------------------------------------------------
+# --- CIFAR-shaped step, its peers and the rooflines, timed interleaved ------------
+# This machine's speed drifts between minutes (the same 2048^3 GEMM has measured
+# 157-298 GFLOP/s in different runs), so the peers are timed round-robin in short blocks
+# and compared by their medians: drift then hits all of them alike. Each block first
+# runs one untimed call: switching peers costs the next call cold caches (and PyTorch's
+# OpenMP threads keep spinning on both cores for a while after their work).
+def interleaved_medians(fns: dict, rounds: int, per_block: int = 5) -> dict:
+    for fn in fns.values():  # warm-up (and compilation)
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()  # untimed: the hand-over from the previous peer
+            for _ in range(per_block):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+fns = {}
 a = jax.random.normal(jax.random.key(0), (GEMM_N, GEMM_N))
 matmul = jax.jit(jnp.dot)
-t = median_time(lambda: block(matmul(a, a)), repeats=max(REPEATS // 3, 3))
-gemm_flops = 2 * GEMM_N**3 / t
-results["gemm_gflops"] = gemm_flops / 1e9
-print(f"\nGEMM {GEMM_N}^3 float32: {gemm_flops / 1e9:.0f} GFLOP/s (the roofline)")
+fns["gemm"] = lambda: block(matmul(a, a))
 
-# --- CIFAR-shaped step ----------------------------------------------------------
 # FLOPs: forward 2N(DH + HC); backward dW2 2NHC, dH 2NHC, dW1 2NDH (no dx at the input).
 step_flops = 2 * BATCH * (2 * D * H + 3 * H * C)
 rng = np.random.default_rng(0)
@@ -78,7 +127,7 @@ Xb = rng.normal(size=(BATCH, D)).astype(np.float32)
 yb = rng.integers(0, C, BATCH)
 spec = mj.MLPSpec((D, H, C), reg=REG)
 opt = optim.sgd(LR)
-step_res = {}
+temp_bytes = {}
 for grad in ("backprop", "autodiff"):
     step = train.make_train_step(spec, opt, grad)
     state = train.init_state(jax.random.key(0), spec, opt)
@@ -89,41 +138,41 @@ for grad in ("backprop", "autodiff"):
         box[0], loss = step(box[0], x, y, reg)
         block(loss)
 
-    t = median_time(run_step, repeats=REPEATS * 5)
+    fns[grad] = run_step
     mem = step.lower(state, x, y, reg).compile().memory_analysis()
-    step_res[grad] = {"ms": t * 1e3, "gflops": step_flops / t / 1e9,
-                      "temp_bytes": getattr(mem, "temp_size_in_bytes", None)}
-
-W1 = (np.sqrt(2 / D) * rng.normal(size=(D, H))).astype(np.float32)
-W2 = (np.sqrt(2 / H) * rng.normal(size=(H, C))).astype(np.float32)
-b1, b2 = np.zeros(H, np.float32), np.zeros(C, np.float32)
+    temp_bytes[grad] = getattr(mem, "temp_size_in_bytes", None)
 
 
-def numpy_step():
-    """CS231n's two-layer net (assignment 1 style), one SGD step."""
-    global W1, W2, b1, b2
-    hidden = np.maximum(0, Xb @ W1 + b1)  # (N, H)
+def numpy_two_layer_step(X, y, p, reg, lr):
+    """CS231n's two-layer ReLU net with softmax + L2, one SGD step, in numpy; updates
+    ``p = [W1 (D, H), b1, W2 (H, C), b2]`` in place and returns the loss."""
+    W1, b1, W2, b2 = p
+    n = len(X)
+    hidden = np.maximum(0, X @ W1 + b1)  # (N, H)
     scores = hidden @ W2 + b2  # (N, C)
     scores = scores - scores.max(1, keepdims=True)
     probs = np.exp(scores)
     probs /= probs.sum(1, keepdims=True)
-    _ = -np.log(probs[np.arange(BATCH), yb]).mean() + REG * ((W1 * W1).sum() + (W2 * W2).sum())
+    loss = -np.log(probs[np.arange(n), y]).mean() + reg * ((W1 * W1).sum() + (W2 * W2).sum())
     dscores = probs
-    dscores[np.arange(BATCH), yb] -= 1
-    dscores /= BATCH
-    dW2 = hidden.T @ dscores + 2 * REG * W2
+    dscores[np.arange(n), y] -= 1
+    dscores /= n
+    dW2 = hidden.T @ dscores + 2 * reg * W2
     db2 = dscores.sum(0)
     dhidden = dscores @ W2.T
     dhidden[hidden <= 0] = 0
-    dW1 = Xb.T @ dhidden + 2 * REG * W1
+    dW1 = X.T @ dhidden + 2 * reg * W1
     db1 = dhidden.sum(0)
-    W1 -= LR * dW1
-    W2 -= LR * dW2
-    b1 -= LR * db1
-    b2 -= LR * db2
+    for param, grad in zip(p, (dW1, db1, dW2, db2)):
+        param -= lr * grad
+    return loss
 
 
-step_res["numpy"] = {"ms": median_time(numpy_step, repeats=REPEATS * 2) * 1e3}
+np_params = [(np.sqrt(2 / D) * rng.normal(size=(D, H))).astype(np.float32),
+             np.zeros(H, np.float32),
+             (np.sqrt(2 / H) * rng.normal(size=(H, C))).astype(np.float32),
+             np.zeros(C, np.float32)]
+fns["numpy"] = lambda: numpy_two_layer_step(Xb, yb, np_params, REG, LR)
 if torch is not None:
     model = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.ReLU(), torch.nn.Linear(H, C))
     topt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -137,16 +186,15 @@ if torch is not None:
         loss.backward()
         topt.step()
 
-    step_res["torch_eager"] = {"ms": median_time(torch_step, repeats=REPEATS * 2) * 1e3}
-roof_ms = step_flops / gemm_flops * 1e3
-step_res["roofline"] = {"ms": roof_ms}
+    fns["torch_eager"] = torch_step
+
 # The step's two big products alone (forward x W1^T, backward dW1 = dH^T x), in the step's
 # layout, at their own (skinny, 100-wide) shapes: what this CPU allows for them. Each
 # iteration depends on the last, so XLA cannot hoist the products out of the loop.
 xw = jnp.asarray(Xb)
-w1 = jnp.asarray(W1.T.copy())  # (H, D): mlp_jax's (out, in)
+w1 = jnp.asarray(np_params[0].T.copy())  # (H, D): mlp_jax's (out, in)
 dh = jnp.asarray(rng.normal(size=(BATCH, H)).astype(np.float32))
-reps = 20 if QUICK else 100
+reps = 10
 
 
 @jax.jit
@@ -158,7 +206,18 @@ def two_products(x, w, d):
     return jax.lax.fori_loop(0, reps, body, jnp.float32(0))
 
 
-shape_ms = median_time(lambda: block(two_products(xw, w1, dh)), repeats=5) / reps * 1e3
+fns["product_shapes"] = lambda: block(two_products(xw, w1, dh))
+med = interleaved_medians(fns, rounds=REPEATS)
+gemm_flops = 2 * GEMM_N**3 / med["gemm"]
+results["gemm_gflops"] = gemm_flops / 1e9
+print(f"\nGEMM {GEMM_N}^3 float32: {gemm_flops / 1e9:.0f} GFLOP/s (the roofline)")
+step_res = {name: {"ms": med[name] * 1e3} for name in ("backprop", "autodiff", "numpy",
+                                                        "torch_eager") if name in med}
+for grad in ("backprop", "autodiff"):
+    step_res[grad].update(gflops=step_flops / med[grad] / 1e9, temp_bytes=temp_bytes[grad])
+roof_ms = step_flops / gemm_flops * 1e3
+step_res["roofline"] = {"ms": roof_ms}
+shape_ms = med["product_shapes"] / reps * 1e3
 step_res["product_shapes"] = {"ms": shape_ms}
 results["cifar_step"] = step_res
 base = step_res["backprop"]["ms"]
@@ -195,27 +254,13 @@ t_loop = median_time(python_loop, repeats=3, warmup=1)
 
 
 def numpy_spiral():
-    """The case study's training loop, verbatim in spirit (numpy, full batch)."""
-    Xs, ys = ds.X_train.astype(np.float64), ds.y_train
+    """The case study's training loop: numpy, full batch, the same step as above."""
     r = np.random.default_rng(0)
-    W, b = 0.01 * r.normal(size=(2, 100)), np.zeros(100)
-    W2_, b2_ = 0.01 * r.normal(size=(100, 3)), np.zeros(3)
-    n, reg = len(Xs), 5e-4
+    p = [0.01 * r.normal(size=(2, 100)), np.zeros(100), 0.01 * r.normal(size=(100, 3)),
+         np.zeros(3)]
+    X64 = ds.X_train.astype(np.float64)
     for _ in range(SPIRAL_STEPS):
-        hidden = np.maximum(0, Xs @ W + b)
-        scores = hidden @ W2_ + b2_
-        e = np.exp(scores - scores.max(1, keepdims=True))
-        probs = e / e.sum(1, keepdims=True)
-        dscores = probs
-        dscores[range(n), ys] -= 1
-        dscores /= n
-        dW2 = hidden.T @ dscores + 2 * reg * W2_
-        db2 = dscores.sum(0)
-        dh = dscores @ W2_.T
-        dh[hidden <= 0] = 0
-        dW = Xs.T @ dh + 2 * reg * W
-        db = dh.sum(0)
-        W, b, W2_, b2_ = W - dW, b - db, W2_ - dW2, b2_ - db2
+        numpy_two_layer_step(X64, ds.y_train, p, 5e-4, 1.0)
 
 
 t_np = median_time(numpy_spiral, repeats=1 if not QUICK else 3, warmup=0)
@@ -249,39 +294,6 @@ print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: one vm
       f"{t_sweep:.2f} s; 64 sequential fits {t_seq:.2f} s (x{t_seq / t_sweep:.1f} throughput)")
 
 
-# --- Memory: peak RSS of training epochs, in a child process ----------------------
-def memory_child(n):
-    def rss_peak():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-
-    base = rss_peak()  # after importing jax
-    # Build the dataset on the device chunk by chunk into one donated buffer, so it
-    # exists exactly once (a numpy copy plus a device copy would double it).
-    put = jax.jit(lambda buf, chunk, i: jax.lax.dynamic_update_slice(buf, chunk, (i, 0)),
-                  donate_argnums=0)
-    X = jnp.zeros((n, D), jnp.float32)
-    for i in range(0, n, 5000):
-        rows = min(5000, n - i)
-        chunk = jax.random.normal(jax.random.key(i), (rows, D), jnp.float32)
-        X = put(X, chunk, i)
-    Y = jax.random.randint(jax.random.key(1), (n,), 0, C)
-    block(X)
-    after_data = rss_peak()
-    mspec = mj.MLPSpec((D, H, C), reg=REG)
-    mopt = optim.sgd(LR)
-    epochs = train.make_epochs(mspec, mopt, BATCH, 1)
-    state = train.init_state(jax.random.key(0), mspec, mopt)
-    for _ in range(2):
-        state, losses = epochs(state, X, Y)
-        block(losses)
-    return {"dataset_bytes": n * D * 4, "baseline_bytes": base,
-            "peak_after_data_bytes": after_data, "peak_bytes": rss_peak()}
-
-
-if "--memory-child" in sys.argv:
-    print(json.dumps(memory_child(int(sys.argv[sys.argv.index("--memory-child") + 1]))))
-    sys.exit(0)
 child = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--memory-child",
                         str(MEMORY_N)], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -4,20 +4,36 @@
     spec = mj.MLPSpec(sizes=(3072, 100, 10), activation="relu", loss="softmax", reg=1e-3)
     params = mj.init_params(jax.random.key(0), spec)
     value, grads = mj.backprop(params, x, y, spec)
+    opt = mj.optim.adam(1e-3)
 """
 
-from . import activations, layers, losses, network
+from . import (
+               activations,
+               checkpoint,
+               data,
+               diagnostics,
+               layers,
+               losses,
+               network,
+               optim,
+               parallel,
+               sweep,
+               train,
+)
 from .activations import ACTIVATION_NAMES, Activation
-from .backprop import backprop
+from .backprop import backprop, per_example_backprop
 from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
 from .losses import LOSS_NAMES, Loss
 from .network import forward, init_params, loss
 from .spec import MLPSpec
+from .train import TrainState, evaluate, fit, make_train_step
 from .validate import validate
 
 __all__ = [
     "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Loss", "MLPSpec",
-    "activations", "backprop", "check_grads", "finite_differences", "forward", "init_params",
-    "layers", "loss", "losses", "network", "rel_error", "validate",
+    "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data",
+    "diagnostics", "evaluate", "finite_differences", "fit", "forward", "init_params", "layers",
+    "loss", "losses", "make_train_step", "network", "optim", "parallel", "per_example_backprop",
+    "rel_error", "sweep", "train", "validate",
 ]
 __version__ = "0.1.0"

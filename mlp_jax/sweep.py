@@ -33,8 +33,8 @@ class SweepResult(NamedTuple):
         return jax.tree.map(lambda a: a[i], self.params)
 
 
-def grid(seeds=(0,), lrs=(1e-3,), regs=(0.0,), dropouts=(None,)) -> list[dict]:
-    """The Cartesian product, as a list of configuration dicts."""
+def grid(seeds=(0,), lrs=(1e-3,), regs=(None,), dropouts=(None,)) -> list[dict]:
+    """The Cartesian product, as a list of configuration dicts (None: the spec's value)."""
     return [dict(seed=s, lr=lr, reg=r, dropout=p)
             for s, lr, r, p in itertools.product(seeds, lrs, regs, dropouts)]
 

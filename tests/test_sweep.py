@@ -84,3 +84,13 @@ def test_sweep_compiles_once_for_any_hyperparameters():
 def test_sweep_rejects_empty():
     with pytest.raises(ValueError, match="at least one"):
         sweep.sweep(mj.MLPSpec((2, 3)), data.spiral(), optim.sgd, [], epochs=1, batch_size=10)
+
+
+def test_grid_defaults_keep_the_specs_reg_and_dropout():
+    ds = data.spiral(points_per_class=20)
+    spec = mj.MLPSpec((2, 8, 3), reg=0.5)
+    r = sweep.sweep(spec, ds, lambda lr: optim.sgd(lr), sweep.grid(lrs=(0.1,)), epochs=5,
+                    batch_size=60)
+    one = train.fit(spec, ds, optim.sgd(0.1), epochs=5, batch_size=60, key=jax.random.key(0),
+                    eval_every=5, progress=False)
+    chex.assert_trees_all_close(r.params_of(0), one.state.params, atol=1e-5)

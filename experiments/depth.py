@@ -1,0 +1,77 @@
+"""Depth at a matched parameter count: 1 to 6 weight layers on digits and MNIST-1D.
+
+    python -m experiments.depth           # full (about 2 minutes)
+    python -m experiments.depth --quick   # seconds
+
+Every net with hidden layers gets one width for all of them, chosen so its parameter
+count is as close as possible to BUDGET; depth 1 is the linear classifier (its size is
+fixed). ReLU, He init, Adam with cosine decay, 2 seeds. Writes
+experiments/results/depth.{json,png}.
+"""
+
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import mlp_jax as mj  # noqa: E402
+from experiments.common import figure_path, quick_mode, write_json  # noqa: E402
+from mlp_jax import data, optim, train  # noqa: E402
+
+QUICK = quick_mode()
+DEPTHS = [1, 2, 3] if QUICK else [1, 2, 3, 4, 5, 6]
+BUDGET = 20_000  # parameters
+SEEDS = [0] if QUICK else [0, 1]
+EPOCHS = {"digits": 3 if QUICK else 60, "mnist1d": 3 if QUICK else 60}
+
+
+def count(sizes):
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def width_for(depth, D, C):
+    if depth == 1:
+        return ()
+    best = min(range(2, 2000), key=lambda w: abs(count((D, *[w] * (depth - 1), C)) - BUDGET))
+    return (best,) * (depth - 1)
+
+
+results, loaders = {}, {"digits": data.digits, "mnist1d": data.mnist1d}
+if QUICK:
+    loaders = {"digits": data.digits}
+for ds_name, loader in loaders.items():
+    ds = loader()
+    D, C = ds.X_train.shape[1], ds.num_classes
+    results[ds_name] = {}
+    for depth in DEPTHS:
+        sizes = (D, *width_for(depth, D, C), C)
+        spec = mj.MLPSpec(sizes, reg=1e-4)
+        steps = EPOCHS[ds_name] * train.steps_per_epoch(len(ds.X_train), 64)
+        accs = []
+        for seed in SEEDS:
+            r = train.fit(spec, ds, optim.adam(optim.cosine(1e-3, steps)),
+                          epochs=EPOCHS[ds_name], batch_size=64, key=jax.random.key(seed),
+                          eval_every=EPOCHS[ds_name], progress=False)
+            accs.append(train.evaluate(r.state.params, ds.X_test, ds.y_test, spec)[1])
+        results[ds_name][depth] = {"sizes": list(sizes), "params": count(sizes),
+                                   "test_acc": accs, "mean": float(np.mean(accs))}
+        print(f"{ds_name:>8} depth {depth}: sizes {sizes} ({count(sizes)} params) test acc "
+              f"{np.round(accs, 4).tolist()} mean {np.mean(accs):.4f}")
+print(f"wrote {write_json('depth', results, QUICK)}")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for ds_name, rows in results.items():
+    ax.plot(DEPTHS, [rows[d]["mean"] for d in DEPTHS], "o-", label=ds_name)
+ax.set(xlabel="weight layers (1 = linear classifier)", ylabel="test accuracy",
+       title=f"depth at ~{BUDGET} parameters")
+ax.legend()
+ax.grid(alpha=0.3)
+fig.tight_layout()
+fig.savefig(figure_path("depth", QUICK), dpi=90)

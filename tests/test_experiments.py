@@ -1,0 +1,68 @@
+"""Every experiment script runs end to end in --quick mode, and shows its qualitative result
+wherever that is stable even in quick mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_quick(name):
+    proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = os.path.join(ROOT, "experiments", "results", f"{name}.quick")
+    assert os.path.exists(base + ".json")
+    if name != "benchmark":
+        assert os.path.getsize(base + ".png") > 10_000  # a real figure
+    with open(base + ".json") as f:
+        return json.load(f)
+
+
+def test_nonlinearity():
+    r = run_quick("nonlinearity")
+    assert r["collapse_max_rel_diff_float64"] < 1e-13
+    lin, deep = r["linear classifier (2-3)"], r["3-layer linear net (2-100-100-3)"]
+    relu = r["2-layer ReLU net (2-100-3)"]
+    assert abs(lin - deep) < 0.05 and relu > lin + 0.2
+
+
+def test_single_neuron_matches_sklearn():
+    r = run_quick("single_neuron")
+    assert abs(r["logistic"]["test_acc_ours"] - r["logistic"]["test_acc_sklearn"]) <= 1e-3
+    assert r["logistic"]["weight_rel_diff"] < 1e-2
+    assert r["hinge"]["objective_ours"] <= r["hinge"]["objective_sklearn"] * (1 + 1e-3)
+    assert r["forgetting"]["measured_decay_per_step"] == pytest.approx(
+        r["forgetting"]["formula_2_lr_reg"], rel=1e-4)
+
+
+def test_saturation_sigmoid_gradients_vanish_at_init():
+    r = run_quick("saturation")
+    assert r["sigmoid"]["layer1_over_last_at_init"] < 0.05
+    assert r["tanh"]["layer1_over_last_at_init"] > 0.1
+
+
+def test_dead_relu():
+    r = run_quick("dead_relu")
+    relu = r["relu (pixels in [0, 1])"]["dead_fraction"]
+    assert relu[-1] is None or relu[-1] > 0.5  # lr 3.0 kills (or blows up) the ReLU layer
+    assert all(d in (0.0, None) for d in r["leaky_relu (pixels in [0, 1])"]["dead_fraction"])
+
+
+@pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline"])
+def test_runs(name):
+    run_quick(name)
+
+
+def test_universal_error_falls_with_width():
+    r = run_quick("universal")
+    assert r["max_error"][-1] < r["max_error"][0] / 2
+
+
+def test_benchmark_smoke():
+    r = run_quick("benchmark")
+    assert {"cifar_step", "spiral", "sweep", "memory"} <= set(r)
