@@ -33,14 +33,19 @@ def test_same_seed_bitwise_identical_twice():
 
 
 def test_backprop_and_autodiff_same_trajectory():
-    """1000 float32 steps. At lr 1.0 a ReLU pattern flip amplifies the ~1e-7 rounding
-    difference of the two gradients to ~1e-3 by step 1000 (measured), so lr 0.1 here."""
+    """1000 float32 steps of shuffled minibatch SGD (batch 100, lr 0.1).
+
+    The two gradients agree to float32 rounding (~1e-7 relative) at every step; how much
+    the dynamics then amplify that depends on the run. Measured max |param difference|
+    after 1000 steps: this setting 7.7e-7; He init 5.7e-7; full batch lr 0.05 1.8e-6;
+    full batch lr 0.1 1.6e-5; full batch lr 1.0 1.9e-3 (a ReLU activation pattern flips
+    around step 150 and the gap jumps from 6.5e-7 to 2.7e-4)."""
     ds = data.spiral()
     spec = mj.MLPSpec((2, 100, 3), reg=1e-3, init="normal", weight_scale=0.01)
     opt = optim.sgd(0.1)
     state = train.init_state(jax.random.key(0), spec, opt)
     X, Y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
-    out = {g: train.make_epochs(spec, opt, 300, 1000, g)(state, X, Y)[0].params
+    out = {g: train.make_epochs(spec, opt, 100, 334, g)(state, X, Y)[0].params  # 1002 steps
            for g in ("backprop", "autodiff")}
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                zip(jax.tree.leaves(out["backprop"]), jax.tree.leaves(out["autodiff"])))
