@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 from .backprop import backprop
 from .optim import GradientTransformation, apply_updates
 from .spec import MLPSpec
-from .train import FitResult, TrainingDiverged, TrainState, evaluate, init_state, train_step
+from .train import FitResult, TrainingDiverged, TrainState, evaluation_row, init_state, train_step
 
 FORMS = ("shard_map", "gspmd")
 
@@ -227,16 +227,10 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         if not np.isfinite(losses).all():
             raise TrainingDiverged(f"loss became non-finite in epoch {epoch + 1}")
         epoch += 1
-        params = host_copy(state.params)
-        row = {"epoch": epoch, "step": int(host_copy(state.step)),
-               "train_loss": float(np.mean(losses)),
-               "train_acc": evaluate(params, X[:1000], Y[:1000], spec)[1]}
-        if getattr(data, "X_val", None) is not None:
-            row["val_loss"], row["val_acc"] = evaluate(params, data.X_val, data.y_val, spec)
-            if best_val is None or row["val_acc"] > best_val:
-                best_val, best_params = row["val_acc"], params
-        else:
-            best_params = params
+        row, best_val, best_params = evaluation_row(
+            host_copy(state.params), data, spec, reg_arr, X[:1000], Y[:1000], best_val,
+            best_params, epoch=epoch, step=int(host_copy(state.step)),
+            train_loss=float(np.mean(losses)))
         row["time"] = time.perf_counter() - t0
         history.append(row)
         for cb in callbacks:

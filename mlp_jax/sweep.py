@@ -17,7 +17,7 @@ import numpy as np
 
 from .optim import GradientTransformation
 from .spec import MLPSpec
-from .train import TrainState, evaluate, init_state, run_epochs
+from .train import evaluate, init_state, run_epochs
 
 
 class SweepResult(NamedTuple):
@@ -93,4 +93,4 @@ def evaluate_all(result: SweepResult, X, Y, spec: MLPSpec) -> np.ndarray:
                      for i in range(len(result.configs))])
 
 
-__all__ = ["SweepResult", "TrainState", "evaluate_all", "grid", "make_sweep", "sweep"]
+__all__ = ["SweepResult", "evaluate_all", "grid", "make_sweep", "sweep"]

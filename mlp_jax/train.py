@@ -152,6 +152,24 @@ def evaluate(params, X, Y, spec: MLPSpec, reg=None) -> tuple[float, float]:
     return float(value), float(acc)
 
 
+def evaluation_row(params, data, spec: MLPSpec, reg, X_eval, Y_eval, best_val, best_params,
+                   **row):
+    """One history row's evaluations, and the best-on-validation bookkeeping.
+
+    Adds ``train_acc`` (on ``X_eval``, ``Y_eval``) and, when ``data`` has a validation
+    split, ``val_loss`` and ``val_acc`` to ``row``. Returns ``(row, best_val, best_params)``:
+    the best params are the new ones when validation improved, and always the latest
+    when there is no validation split.
+    """
+    row["train_acc"] = evaluate(params, X_eval, Y_eval, spec, reg)[1]
+    if getattr(data, "X_val", None) is None:
+        return row, best_val, params
+    row["val_loss"], row["val_acc"] = evaluate(params, data.X_val, data.y_val, spec, reg)
+    if best_val is None or row["val_acc"] > best_val:
+        best_val, best_params = row["val_acc"], params
+    return row, best_val, best_params
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
@@ -257,15 +275,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                     f"of {per_epoch} (update {int(state.step) + bad + 1}); the last good "
                     f"state is kept{where}. Lower the learning rate or check the data.")
             state, epoch = new_state, epoch + n
-            row = {"epoch": epoch, "step": int(state.step), "train_loss": float(losses.mean())}
-            row["train_acc"] = evaluate(state.params, Xtr_eval, Ytr_eval, spec, reg_arr)[1]
-            if has_val:
-                row["val_loss"], row["val_acc"] = evaluate(
-                    state.params, data.X_val, data.y_val, spec, reg_arr)
-                if best_val is None or row["val_acc"] > best_val:
-                    best_val, best_params = row["val_acc"], state.params
-            else:
-                best_params = state.params
+            row, best_val, best_params = evaluation_row(
+                state.params, data, spec, reg_arr, Xtr_eval, Ytr_eval, best_val, best_params,
+                epoch=epoch, step=int(state.step), train_loss=float(losses.mean()))
             lr = _learning_rate(optimizer, state)
             if lr is not None:
                 row["lr"] = lr
