@@ -41,8 +41,7 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
     reg = resolve_reg(reg, spec, scores.dtype)
     value = jnp.mean(loss_fn.value(scores, y)) + l2_penalty(params, reg)
 
-    act = None if spec.is_maxout else activations.elementwise(
-        spec.activation, leaky_slope=spec.leaky_slope, elu_alpha=spec.elu_alpha)
+    act = spec.elementwise_activation
     dz = loss_fn.grad(scores, y) / N  # (N, C): d(mean loss)/dscores
     grads = [None] * len(params)
     for layer in reversed(range(len(params))):

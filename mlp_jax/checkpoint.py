@@ -131,7 +131,7 @@ def _unflatten(path: str, prefix: str, template, arrays) -> object:
             raise CheckpointError(f"checkpoint {path}: {name} is {a.dtype}{list(a.shape)}, "
                                   f"expected {np.asarray(like).dtype}{list(np.shape(like))}")
         out.append(jnp.asarray(a))
-    return jax.tree_util.tree_unflatten(treedef, [leaf for _, leaf in zip(leaves, out)])
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:

@@ -109,6 +109,19 @@ def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
     return optim.chain(optim.clip_by_global_norm(clip), opt) if clip else opt
 
 
+def _binary_labels(ds, spec):
+    """A binary loss on a 2-class dataset: class 1 -> 1, class 0 -> 0 (logistic) or -1 (hinge)."""
+    from .losses import BINARY01, BINARY_PM1
+
+    kind = spec.loss_fn.labels
+    if kind not in (BINARY01, BINARY_PM1):
+        return ds
+    lo = 0 if kind == BINARY01 else -1
+    return ds._replace(**{k: None if getattr(ds, k) is None else
+                          np.where(getattr(ds, k) == 1, 1, lo).astype(np.int32)
+                          for k in ("y_train", "y_val", "y_test")})
+
+
 def _train(args) -> int:
     from . import parallel
 
@@ -144,11 +157,7 @@ def _train(args) -> int:
                        input_noise=args.input_noise, init=args.init)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from e
-    if C == 1:  # binary losses on a 2-class dataset: map labels
-        lo, hi = loss_labels[args.loss]
-        ds = ds._replace(**{k: None if getattr(ds, k) is None else
-                            np.where(getattr(ds, k) == 1, hi, lo).astype(np.int32)
-                            for k in ("y_train", "y_val", "y_test")})
+    ds = _binary_labels(ds, spec)
 
     batch_size = args.batch_size or len(ds.X_train)
     per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
@@ -208,6 +217,8 @@ def _train(args) -> int:
         print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - t0
+    if not lead:
+        return 0
     summary = _summarize(result.state.params, ds, spec)
     if ds.X_val is not None:
         summary.update({f"best_val_params_{k}": v for k, v in
@@ -286,11 +297,7 @@ def _eval(args) -> int:
         ds = data.load(name, args.data_dir or config.get("data_dir"))
     except (ValueError, FileNotFoundError, ImportError) as e:
         raise UsageError(str(e)) from e
-    if ck.spec.sizes[-1] == 1:
-        lo, hi = (0, 1) if ck.spec.loss == "logistic" else (-1, 1)
-        ds = ds._replace(**{k: None if getattr(ds, k) is None else
-                            np.where(getattr(ds, k) == 1, hi, lo).astype(np.int32)
-                            for k in ("y_train", "y_val", "y_test")})
+    ds = _binary_labels(ds, ck.spec)
     summary = _summarize(ck.state, ds, ck.spec)
     print(f"{path}: {ds.describe()}, network {ck.spec.sizes} {ck.spec.activation_name}")
     print(" ".join(f"{k} {v:.4f}" for k, v in summary.items()))

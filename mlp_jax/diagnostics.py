@@ -19,7 +19,6 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from .activations import elementwise
 from .backprop import backprop
 from .network import forward_with_cache
 from .spec import MLPSpec
@@ -48,11 +47,10 @@ def unit_stats(params, x, spec: MLPSpec) -> list[dict]:
     _, cache = forward_with_cache(params, x, spec)
     out = []
     for entry in cache[:-1]:
-        if spec.is_maxout:  # the winning piece always passes the gradient: never dead
+        act = spec.elementwise_activation
+        if act is None:  # maxout: the winning piece always passes the gradient: never dead
             deriv = jnp.ones_like(entry["a"])
         else:
-            act = elementwise(spec.activation, leaky_slope=spec.leaky_slope,
-                              elu_alpha=spec.elu_alpha)
             deriv = jnp.abs(act.deriv(entry["z"], entry["a"]))  # (N, H)
         out.append({
             "dead": float(jnp.mean(jnp.all(deriv == 0, axis=0))),

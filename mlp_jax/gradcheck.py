@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .activations import elementwise
 from .backprop import backprop
 from .network import forward_with_cache, loss, prepare_labels
 from .spec import MLPSpec
@@ -156,8 +155,7 @@ class GradCheckReport:
 def _kink_state(scores, cache, y, spec: MLPSpec) -> jax.Array:
     """Everything that flips when a point crosses a kink, flattened to int32."""
     parts = []
-    act = None if spec.is_maxout else elementwise(
-        spec.activation, leaky_slope=spec.leaky_slope, elu_alpha=spec.elu_alpha)
+    act = spec.elementwise_activation
     for entry in cache[:-1]:
         if act is None:
             parts.append(entry["idx"].ravel())

@@ -82,8 +82,7 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
     if stochastic and spec.input_noise > 0:
         h = layers.input_noise(keys[0], h, spec.input_noise)
 
-    act = None if spec.is_maxout else activations.elementwise(
-        spec.activation, leaky_slope=spec.leaky_slope, elu_alpha=spec.elu_alpha)
+    act = spec.elementwise_activation
     cache = []
     for layer, p in enumerate(params[:-1]):
         z = layers.affine(h, p["W"], p.get("b"))  # (N, H) or (N, k, H) for maxout

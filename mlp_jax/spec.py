@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from .activations import ACTIVATION_NAMES, Activation
+from .activations import ACTIVATION_NAMES, Activation, elementwise
 from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, Loss, get_loss
 
 INITS = ("he", "xavier", "normal")
@@ -110,6 +110,14 @@ class MLPSpec:
     @property
     def loss_fn(self) -> Loss:
         return get_loss(self.loss)
+
+    @property
+    def elementwise_activation(self) -> Activation | None:
+        """The hidden layers' Activation (slope and alpha applied); None for maxout."""
+        if self.is_maxout:
+            return None
+        return elementwise(self.activation, leaky_slope=self.leaky_slope,
+                           elu_alpha=self.elu_alpha)
 
     @property
     def activation_name(self) -> str:

@@ -66,7 +66,7 @@ def check_x(x, spec: MLPSpec) -> None:
             f"x must have shape (N, {spec.sizes[0]}) (a batch of rows of {spec.sizes[0]} "
             f"features); got shape {shape}"
         )
-    dtype = jnp.asarray(x).dtype if is_concrete(x) else x.dtype
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype  # no device copy
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"x must hold real numbers; got dtype {dtype}")
 

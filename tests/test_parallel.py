@@ -81,7 +81,7 @@ def test_two_processes_match_one(tmp_path):
     diff = max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
                for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)))
     assert diff <= F32, diff
-    assert not (tmp_path / "p1" / "checkpoint.npz").exists()  # only process 0 writes
+    assert os.listdir(tmp_path / "p1") == []  # only process 0 writes files
 
 
 def test_peer_that_never_starts_is_a_clear_error_within_the_timeout(tmp_path):
