@@ -196,7 +196,7 @@ def _train(args) -> int:
         if distributed or args.devices != 1:
             try:
                 mesh = parallel.data_mesh(args.devices if args.devices else None)
-                parallel.check_divisible(min(batch_size, len(ds.X_train)), mesh)
+                parallel.check_batches(len(ds.X_train), batch_size, mesh)
             except ValueError as e:
                 raise UsageError(str(e)) from e
             if not args.quiet:

@@ -89,11 +89,19 @@ def data_mesh(num_devices: int | None = None):
     return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def check_divisible(batch: int, mesh, what: str = "global batch") -> None:
+def check_batches(num_examples: int, batch_size: int, mesh) -> None:
+    """Every minibatch of an epoch, the last smaller one included, must split evenly."""
     n = mesh.shape["data"]
-    if batch % n:
-        raise ValueError(f"the {what} of {batch} examples does not split evenly over {n} "
+    bs = min(batch_size, num_examples)
+    if bs % n:
+        raise ValueError(f"the global batch of {bs} examples does not split evenly over {n} "
                          f"devices; choose a batch size that is a multiple of {n}")
+    rest = num_examples % bs
+    if rest % n:
+        raise ValueError(f"the last minibatch of each epoch ({num_examples} % {bs} = {rest} "
+                         f"examples) does not split evenly over {n} devices; choose a batch "
+                         f"size that leaves a multiple of {n} (e.g. one that divides "
+                         f"{num_examples})")
 
 
 def replicate(tree, mesh):
@@ -184,9 +192,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     N = len(X)
     bs = min(batch_size, N)
     full, rest = divmod(N, bs)
-    check_divisible(bs, mesh)
-    if rest:
-        check_divisible(rest, mesh, f"last minibatch ({N} % {bs})")
+    check_batches(N, batch_size, mesh)
     nproc, pid = jax.process_count(), jax.process_index()
     step = make_sharded_step(spec, optimizer, mesh, form)
     reg_arr = jnp.float32(spec.reg if reg is None else reg)

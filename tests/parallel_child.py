@@ -42,10 +42,11 @@ for form in parallel.FORMS:
     out[form] = maxdiff(s1.params, s2.params)
     out[form + "_sharding"] = str(s2.params[0]["W"].sharding.spec)
 
-try:
-    parallel.check_divisible(100, mesh)
-except ValueError as e:
-    out["uneven_error"] = str(e)
+for name, (n, bs) in {"uneven_error": (1000, 100), "uneven_last_error": (300, 64)}.items():
+    try:
+        parallel.check_batches(n, bs, mesh)
+    except ValueError as e:
+        out[name] = str(e)
 
 # A sharded run's checkpoint resumes on one device, and a one-device checkpoint resumes sharded.
 with tempfile.TemporaryDirectory() as d:

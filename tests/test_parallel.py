@@ -35,6 +35,7 @@ def test_both_forms_equal_single_device_over_100_steps(eight_devices):
 
 def test_uneven_batch_is_a_clear_error(eight_devices):
     assert "100 examples does not split evenly over 8 devices" in eight_devices["uneven_error"]
+    assert "300 % 64 = 44 examples) does not split evenly" in eight_devices["uneven_last_error"]
 
 
 def test_checkpoints_move_between_sharded_and_single(eight_devices):
