@@ -262,10 +262,10 @@ def _plot(history, path, title) -> str | None:
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in history], label="train (minibatch mean)")
+    ax2.plot(epochs, [r["train_acc"] for r in history], label="train")  # same colours both
     if history and "val_loss" in history[0]:
         ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
         ax2.plot(epochs, [r["val_acc"] for r in history], label="validation")
-    ax2.plot(epochs, [r["train_acc"] for r in history], label="train")
     ax1.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax1, ax2):
