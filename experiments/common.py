@@ -26,3 +26,17 @@ def write_json(name: str, numbers: dict, quick: bool) -> str:
 def figure_path(name: str, quick: bool) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     return os.path.join(RESULTS, f"{name}{'.quick' if quick else ''}.png")
+
+
+def write_readme_block(name: str, text: str) -> str:
+    """Replace the README's text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    with open(path) as f:
+        readme = f.read()
+    if start not in readme or end not in readme:
+        raise SystemExit(f"README.md has no {start} ... {end} block to rewrite")
+    head, rest = readme.split(start, 1)
+    with open(path, "w") as f:
+        f.write(head + start + "\n" + text.strip() + "\n" + end + rest.split(end, 1)[1])
+    return path

@@ -6,7 +6,7 @@ reuse it, as sigmoid and tanh do). ``kinks`` lists the points where the
 derivative jumps; the gradient checker uses them to tell a finite-difference
 stencil that straddles a kink from a wrong derivative.
 
-Kink convention (DESIGN.md): every derivative here equals what ``jax.grad``
+Kink convention (ARCHITECTURE.md): every derivative here equals what ``jax.grad``
 gives for the forward definition beside it, at every point, kinks included.
 That is why the forward passes are written with ``jnp.where(z > 0, ...)``
 (autodiff takes the ``else`` branch at exactly 0) and never with

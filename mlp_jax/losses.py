@@ -2,7 +2,7 @@
 
 A :class:`Loss` holds ``value(scores, y) -> (N,)`` (the per-example loss
 ``L_i``) and ``grad(scores, y) -> (N, C)`` (``dL_i/dscores_i``). The data loss
-is their mean over the batch (DESIGN.md), so the network divides ``grad`` by N.
+is their mean over the batch (ARCHITECTURE.md), so the network divides ``grad`` by N.
 
 Kinks follow the same rule as the activations: each gradient equals
 ``jax.grad`` of the value beside it, exactly at the margin too (a hinge term

@@ -222,7 +222,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             xb, yb = global_batch(mesh, X[mine], Y[mine])
             try:
                 state, value = step(state, xb, yb, reg_arr)
-                losses.append(float(host_copy(value)))  # blocks every step (see DESIGN.md)
+                losses.append(float(host_copy(value)))  # blocks every step (see ARCHITECTURE.md)
             except jax.errors.JaxRuntimeError as e:
                 if nproc == 1:
                     raise

@@ -7,7 +7,7 @@ import mlp_jax as mj
 
 @pytest.fixture
 def x64():
-    """float64 for one test only (DESIGN.md: never globally at import)."""
+    """float64 for one test only (ARCHITECTURE.md: never globally at import)."""
     with jax.enable_x64(True):
         yield
 

@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import labels_for
+from jax.flatten_util import ravel_pytree
 
 import mlp_jax as mj
-from mlp_jax.gradcheck import kink_problem, matrix_spec, rel_error
+from mlp_jax.gradcheck import Comparison, rel_error
+from mlp_jax.gradmatrix import kink_problem, matrix_spec
 
 
 def test_matrix_cli_every_cell_passes(tmp_path):
@@ -23,10 +24,12 @@ def test_matrix_cli_every_cell_passes(tmp_path):
     cells = json.loads(out.read_text())
     assert len(cells) == 10 * 5 * 4 * 2 * 2
     assert all(c["passed"] for c in cells)
-    assert max(c["autodiff"] for c in cells) <= 1e-10
-    assert max(c["fd"] for c in cells) <= 1e-7
+    assert max(c["used"] for c in cells) <= 1.0
+    assert max(c["absolute_used_autodiff"] for c in cells) <= 1.0
+    assert max(c["absolute_used_fd"] for c in cells) <= 1.0
     assert sum(c["kink_entries"] for c in cells) > 0  # the kinks were really visited
     assert "800 cells, 0 failed" in proc.stdout
+    assert "rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute" in proc.stdout
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "maxout"])
@@ -69,38 +72,6 @@ def test_maxout_tie_goes_to_first_piece_in_both():
     np.testing.assert_array_equal(dz_hand, [[[1.0, 0.0], [0.0, 1.0]]])
 
 
-SWEEP = [  # seeded: (activation, loss, hidden sizes, N, bias, reg, dropout, input noise)
-    ("relu", "softmax", (7,), 3, True, 0.0, 0.0, 0.0),
-    ("leaky_relu", "svm", (4, 6), 11, True, 0.3, 0.2, 0.0),
-    ("elu", "logistic", (9, 3, 5), 5, False, 0.01, 0.0, 0.1),
-    ("gelu", "hinge", (2,), 17, True, 0.0, 0.5, 0.0),
-    ("gelu_tanh", "squared", (6, 6), 4, True, 1.0, 0.0, 0.0),
-    ("silu", "softmax", (3, 8, 2), 9, True, 0.05, 0.1, 0.2),
-    ("sigmoid", "svm", (10,), 6, False, 0.0, 0.0, 0.0),
-    ("tanh", "squared", (5, 4, 3), 13, True, 0.2, 0.3, 0.0),
-    ("maxout", "softmax", (4, 3), 7, True, 0.1, 0.0, 0.0),
-    ("identity", "logistic", (3, 3), 2, True, 0.0, 0.0, 0.0),
-]
-
-
-@pytest.mark.parametrize("case", SWEEP, ids=[c[0] + "-" + c[1] for c in SWEEP])
-def test_random_shapes(case):
-    act, loss_name, hidden, N, bias, reg, p, noise = case
-    rng = np.random.default_rng(len(hidden) * 100 + N)
-    D = int(rng.integers(2, 7))
-    C = 1 if loss_name in ("logistic", "hinge") else int(rng.integers(2, 6))
-    spec = mj.MLPSpec((D, *hidden, C), activation=act, loss=loss_name, reg=reg, bias=bias,
-                      dropout=p, input_noise=noise, maxout_k=3)
-    params = mj.init_params(jax.random.key(N), spec)
-    if bias:  # random biases too, not only the zeros of init
-        params = tuple(dict(l, b=0.1 * jax.random.normal(jax.random.key(i), l["b"].shape))
-                       for i, l in enumerate(params))
-    x, y = rng.normal(size=(N, D)), labels_for(spec, N, rng)
-    key = jax.random.key(1) if (p or noise) else None
-    report = mj.check_grads(params, x, y, spec, key=key)
-    assert report.passed, str(report)
-
-
 def test_rel_error_is_cs231ns():
     assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert rel_error([1.0], [3.0]) == pytest.approx(0.5)
@@ -141,3 +112,163 @@ def test_user_loss_right_and_wrong():
     assert mj.check_grads(params, x, y, spec).passed
     bad = mj.Loss("mae", value, lambda s, y: 0.5 * grad(s, y), labels="real")
     assert not mj.check_grads(params, x, y, mj.MLPSpec((3, 5, 2), "tanh", loss=bad)).passed
+
+
+def test_random_sweep_has_no_false_alarms(tmp_path):
+    """`mlp-jax gradcheck --random`: 256 random problems of correct code, seeded, all pass."""
+    out = tmp_path / "random.json"
+    proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--random", "256",
+                           "--draws", "8", "--seed", "3", "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = json.loads(out.read_text())
+    assert len(cells) == 256 and all(c["passed"] for c in cells)
+    assert {c["depth"] for c in cells} == set(range(1, 7))
+    assert {c["activation"] for c in cells} == set(mj.ACTIVATION_NAMES)
+    assert sum(c["on_kinks"] for c in cells) == 128 and sum(c["kink_entries"] for c in cells)
+    assert "256 problems, 0 false alarms" in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["--workers", "0"], ["--workers", "-1"], ["--random", "0"]])
+def test_gradcheck_cli_bad_counts_one_line(argv):
+    proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", *argv],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "must be > 0" in proc.stderr
+
+
+def test_gradcheck_cli_json_into_missing_folder_fails_first(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--json",
+                           str(tmp_path / "nope" / "cells.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert proc.stdout == ""  # refused before any cell ran
+
+
+# --- The pass rule, judged against a direct computation of its formula. ---------
+def _rule(hand, ref, rtol, absolute):
+    return np.abs(hand - ref) <= rtol * (np.abs(hand) + np.abs(ref)) + absolute
+
+
+@pytest.mark.parametrize("ratio", [0.99, 1.01])
+def test_rule_has_no_cliff(ratio):
+    """Entries 1e-12, 1e-9 and 1e-4 of their layer's scale are all judged by one formula:
+    just inside the allowance passes, just outside fails."""
+    S, rtol, floor = 2.0, 1e-10, 1e-14
+    for size in (1e-12, 1e-9, 1e-4):
+        ref = np.array([S, size * S])
+        # d = |hand - ref| with hand = ref + d: d <= rtol (2 ref + d) + floor S, solved for d
+        d = ratio * (rtol * 2 * ref[1] + floor * S) / (1 - rtol)
+        hand = ref + np.array([0.0, d])
+        c = Comparison.of(hand, ref, rtol, {"floor": floor * S})
+        assert c.passed == bool(_rule(hand, ref, rtol, floor * S).all())
+        assert c.passed == (ratio < 1), (size, c)
+        assert c.worst_index == (1,)
+        assert c.decided == ("floor" if rtol * (abs(hand[1]) + ref[1]) < floor * S else "rtol")
+
+
+def test_rule_random_arrays_match_formula():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ref = rng.normal(size=7) * 10.0 ** rng.uniform(-12, 0, 7)
+        hand = ref * (1 + rng.normal(size=7) * 10.0 ** rng.uniform(-14, -8)) \
+            + rng.normal(size=7) * 10.0 ** rng.uniform(-18, -13)
+        noise, trunc = 1e-16, np.abs(rng.normal(size=7)) * 1e-15
+        c = Comparison.of(hand, ref, 1e-10, {"noise": noise, "trunc": trunc})
+        assert c.passed == bool(_rule(hand, ref, 1e-10, noise + trunc).all())
+        relative = 1e-10 * (np.abs(hand) + np.abs(ref))
+        need = np.max(np.maximum(np.abs(hand - ref) - relative, 0) / (noise + trunc))
+        assert c.absolute_used == pytest.approx(need, rel=1e-12)
+        i = c.worst_index[0]
+        terms = {"rtol": relative[i], "noise": noise, "trunc": trunc[i]}
+        assert c.decided == max(terms, key=terms.get)
+
+
+def test_rule_nan_fails_and_excluded_entries_are_ignored():
+    ref = np.array([1.0, 2.0, 3.0])
+    floor = {"floor": 1e-14 * 3.0}
+    assert not Comparison.of(np.array([1.0, np.nan, 3.0]), ref, 1e-10, floor).passed
+    wrong_but_excluded = np.array([1.0, 5.0, 3.0])
+    c = Comparison.of(wrong_but_excluded, ref, 1e-10, floor,
+                      include=np.array([True, False, True]))
+    assert c.passed and c.checked == 2
+    assert not Comparison.of(wrong_but_excluded, ref, 1e-10, floor).passed
+
+
+def test_zero_scale_layer_is_judged_relatively():
+    """A layer whose true gradient is all zero has no floor: any nonzero hand value fails."""
+    assert Comparison.of(np.zeros(3), np.zeros(3), 1e-10, {"floor": 0.0}).passed
+    assert not Comparison.of(np.array([0, 1e-300, 0]), np.zeros(3), 1e-10, {"floor": 0.0}).passed
+
+
+def test_richardson_estimate_bounds_the_stencil_error(x64):
+    """On a net whose loss curves hard along single weights (a deep linear net with large
+    weights), the 4-point stencil is off by far more than rounding; the Richardson estimate
+    returned beside it covers the true error (jax.grad), entry by entry."""
+    spec = mj.MLPSpec((3, 6, 6, 6, 6, 2), activation="identity", loss="softmax",
+                      dtype="float64")
+    params = tuple(dict(p, W=3 * p["W"]) for p in mj.init_params(jax.random.key(1), spec))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)), rng.integers(0, 2, 4)
+    fd, err, _ = mj.finite_differences(params, x, y, spec)
+    ref = ravel_pytree(jax.grad(mj.loss)(params, x, y, spec))[0]
+    true_err = np.abs(np.asarray(fd) - np.asarray(ref))
+    assert true_err.max() > 1e-9  # truncation, far above float64 rounding
+    # the estimate follows the error within a few percent; 1e-10 stands for rounding,
+    # which check_grads covers with its noise term (~10 eps M / h = 1e-11 here)
+    assert np.all(true_err <= 1.5 * np.asarray(err) + 1e-10)
+    big = true_err > 1e-8
+    np.testing.assert_allclose(np.asarray(err)[big], true_err[big], rtol=0.1)
+
+
+# --- Scale: memory linear in the parameter count, sampling above a size. ---------
+def test_fd_chunks_looped_not_unrolled(x64):
+    """10x the entries: the same compiled temp memory (one chunk looped over), and
+    chunked results equal the one-chunk results and jax.grad."""
+    spec = mj.MLPSpec((30, 20, 4), activation="tanh", loss="softmax", reg=0.1, dtype="float64")
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 30)), rng.integers(0, 4, 5)
+    fd = jax.jit(mj.finite_differences, static_argnames=("spec", "chunk"))
+
+    def temp_bytes(n):
+        entries = jnp.arange(n)
+        return fd.lower(params, x, y, spec, entries=entries, chunk=8).compile() \
+            .memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(640) <= 1.05 * temp_bytes(64)
+    entries = jnp.arange(0, 704, 7)
+    g8, _, s8 = fd(params, x, y, spec, entries=entries, chunk=8)
+    g_all, _, _ = fd(params, x, y, spec, entries=entries, chunk=256)
+    # other chunk sizes batch the forwards differently: equal to the stencil's rounding
+    # noise, ~18 * eps * loss / (12 h) = 4e-13 here
+    np.testing.assert_allclose(g8, g_all, rtol=0, atol=1e-11)
+    ref = ravel_pytree(jax.grad(mj.loss)(params, x, y, spec))[0][entries]
+    np.testing.assert_allclose(g8, ref, rtol=1e-7, atol=1e-10)
+    assert not s8.any()  # tanh and softmax have no kinks
+
+
+def test_chunk_size_respects_memory_budget():
+    from mlp_jax.gradcheck import FD_CHUNK_BYTES, fd_chunk_size
+    for P in (10, 4096, 79_510, 10**7):
+        B = fd_chunk_size(P)
+        assert 1 <= B <= 256 and (B == 1 or 6 * B * P * 8 <= FD_CHUNK_BYTES)
+
+
+def test_large_net_samples_fd_and_covers_all_of_autodiff():
+    from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF
+    spec = mj.MLPSpec((100, 50, 10), activation="relu", loss="svm")  # 5,560 parameters
+    assert 100 * 50 + 50 * 10 + 60 > FD_FULL_LIMIT
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 100)), rng.integers(0, 10, 8)
+    report = mj.check_grads(params, x, y, spec)
+    assert report.passed, str(report)
+    by_name = {leaf.name: leaf for leaf in report.leaves}
+    assert by_name["W1"].fd_entries == FD_SAMPLE_PER_LEAF and by_name["b2"].fd_entries == 10
+    assert by_name["W1"].autodiff.checked == 5000  # jax.grad: every entry
+    assert "sample" in str(report)
+    full = mj.check_grads(params, x, y, spec, fd_entries=None)
+    assert {leaf.fd_entries for leaf in full.leaves} == {5000, 50, 500, 10}
+    with pytest.raises(ValueError, match="fd_entries"):
+        mj.check_grads(params, x, y, spec, fd_entries=0)
