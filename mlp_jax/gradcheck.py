@@ -38,6 +38,7 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import jax
@@ -325,12 +326,13 @@ def _leaf_names(params) -> list[str]:
 
 def _fd_picks(sizes: list[int], fd_entries, seed: int) -> list[np.ndarray]:
     """Which entries of each leaf to finite-difference (sorted flat indices)."""
-    if fd_entries == "auto":
+    if isinstance(fd_entries, str) and fd_entries == "auto":
         fd_entries = None if sum(sizes) <= FD_FULL_LIMIT else FD_SAMPLE_PER_LEAF
-    elif fd_entries is not None and (isinstance(fd_entries, bool) or int(fd_entries) != fd_entries
+    elif fd_entries is not None and (isinstance(fd_entries, bool)
+                                     or not isinstance(fd_entries, numbers.Integral)
                                      or fd_entries < 1):
-        raise ValueError(f"fd_entries must be 'auto', None (every entry) or a positive int; "
-                         f"got {fd_entries!r}")
+        raise ValueError(f"fd_entries must be 'auto', None (every entry) or a positive int "
+                         f"(entries per leaf); got {fd_entries!r}")
     rng = np.random.default_rng(seed)
     return [np.arange(n) if fd_entries is None or fd_entries >= n
             else np.sort(rng.choice(n, int(fd_entries), replace=False)) for n in sizes]

@@ -66,3 +66,15 @@ def test_universal_error_falls_with_width():
 def test_benchmark_smoke():
     r = run_quick("benchmark")
     assert {"cifar_step", "spiral", "sweep", "memory"} <= set(r)
+
+
+def test_gradcheck_anchors():
+    """Ours flags every wrong derivation and no right one; the anchors false-alarm on the
+    kinked right derivation (leaky ReLU at 0) and miss the 1e-9 error ours sees."""
+    r = run_quick("gradcheck_anchors")
+    ours, jx = "check_grads (ours)", "jax.test_util.check_grads"
+    assert all(v[ours] == r["draws"] for v in r["wrong"].values())
+    assert all(v[ours] == 0 for v in r["right"].values())
+    leaky = next(k for k in r["right"] if k.startswith("leaky"))
+    assert r["right"][leaky][jx] == r["draws"]
+    assert r["smallest_caught"][ours] <= 1e-9 < r["smallest_caught"][jx]

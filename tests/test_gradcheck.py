@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -270,5 +271,17 @@ def test_large_net_samples_fd_and_covers_all_of_autodiff():
     assert "sample" in str(report)
     full = mj.check_grads(params, x, y, spec, fd_entries=None)
     assert {leaf.fd_entries for leaf in full.leaves} == {5000, 50, 500, 10}
-    with pytest.raises(ValueError, match="fd_entries"):
-        mj.check_grads(params, x, y, spec, fd_entries=0)
+    for bad in (0, -3, 2.5, "all", True):
+        with pytest.raises(ValueError, match="fd_entries must be 'auto', None"):
+            mj.check_grads(params, x, y, spec, fd_entries=bad)
+
+
+def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Is my derivation right?", 1)[1]
+    code, after = section.split("```python\n", 1)[1].split("```\n", 1)
+    shown = after.split("```\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == shown
