@@ -156,6 +156,9 @@ def test_array_hyperparameters_vmap_compiles_once():
             x = optim.apply_updates(x, u)
         return x["x"]
 
-    out = jax.jit(jax.vmap(final))(jnp.array([0.1, 0.01, 0.001]))
+    step = jax.jit(jax.vmap(final))
+    out = step(jnp.array([0.1, 0.01, 0.001]))
+    step(jnp.array([0.5, 0.05, 0.005]))  # other rates, same shapes: no new compile
+    assert step._cache_size() == 1
     for i, lr in enumerate([0.1, 0.01, 0.001]):
         np.testing.assert_allclose(out[i], final(lr), rtol=1e-6)

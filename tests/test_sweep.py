@@ -45,7 +45,7 @@ def test_per_example_gradients_match_vmap_of_jax_grad(x64):
         jnp.asarray(x), jnp.asarray(y))
     chex.assert_trees_all_close(grads, ref, rtol=1e-12, atol=1e-14)
     assert grads[0]["W"].shape == (9, 7, 5)
-    # their mean, less the (N-1) extra copies of the penalty gradient, is the batch gradient
+    # each carries the penalty gradient once, so their plain mean is the batch gradient
     _, batch = mj.backprop(params, x, y, spec)
     np.testing.assert_allclose(jnp.mean(grads[0]["W"], 0), batch[0]["W"], rtol=1e-12)
 

@@ -53,8 +53,9 @@ def test_backprop_and_autodiff_same_trajectory():
 
 
 def test_epoch_uses_every_example_once_including_partial_batch():
-    """N=10, batch 4: two full batches and one of 2; sgd on the squared loss with W=0 and
-    lr scaled so each example's gradient lands once: the sum of updates is known."""
+    """N=10, batch 4: two full batches and one of 2. SGD with lr 0 on the squared loss with
+    W = 0, so nothing moves and each batch's loss is the mean of y^2 over the rows it took;
+    weighted by the batch sizes they sum to sum(y^2) when every row is used once."""
     spec = mj.MLPSpec((1, 1), loss="squared", bias=False)
     X = jnp.ones((10, 1))
     Y = jnp.arange(10.0)[:, None]
