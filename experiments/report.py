@@ -1,9 +1,12 @@
-"""Regenerate the README's experiments section from the scripts' results.
+"""Regenerate the README's experiments section and Results table from the scripts' results.
 
     python -m experiments.report --run   # run every experiment (full), then rewrite README
     python -m experiments.report         # rewrite from the JSON already in results/
 
-The section lies between the markers <!-- experiments:start --> and <!-- experiments:end -->.
+The section lies between <!-- experiments:start --> and <!-- experiments:end -->, the
+Results table between <!-- results:start --> and <!-- results:end -->. Every conclusion
+is computed from the numbers it summarizes, with the condition it checked, so a rerun
+whose numbers change changes (or withdraws) the sentence.
 """
 
 import json
@@ -13,21 +16,24 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
-SCRIPTS = ["nonlinearity", "activations", "saturation", "dead_relu", "single_neuron",
-           "capacity", "universal", "depth"]
+SCRIPTS = ["headline", "nonlinearity", "activations", "saturation", "dead_relu",
+           "single_neuron", "capacity", "universal", "depth"]
 START, END = "<!-- experiments:start -->", "<!-- experiments:end -->"
 
 
-def load(name):
-    with open(os.path.join(RESULTS, f"{name}.json")) as f:
-        return json.load(f)
+def loader(results: str):
+    def load(name):
+        with open(os.path.join(results, f"{name}.json")) as f:
+            return json.load(f)
+    return load
 
 
 def f3(v):
     return "—" if v is None else f"{v:.3f}"
 
 
-def section() -> str:
+def section(results: str = RESULTS) -> str:
+    load = loader(results)
     out = [START, "", "## Experiments: the lectures' claims, measured", "",
            "Each experiment: `python -m experiments.NAME` (`--quick` for a seconds-long "
            "smoke run, which the tests run). All of them and this section: "
@@ -59,7 +65,7 @@ def section() -> str:
         out.append(f"| {a} | " + " | ".join(cells) + " |")
     ratios = ", ".join(f"{d} {f3(r[d]['tanh_over_relu_steps'])}" for d in r)
     out += ["", f"tanh/ReLU steps-to-target ratio: {ratios}. The lectures cite ~6× for a "
-            "CIFAR-10 convnet; these shallow MLPs show a much smaller gap.", "",
+            f"CIFAR-10 convnet; {gap_sentence(r)}.", "",
             "![](experiments/results/activations.png)", ""]
 
     r = load("saturation")
@@ -100,9 +106,8 @@ def section() -> str:
             f"| linear + hinge vs `SVC(kernel='linear')` (exact QP) | | "
             f"{hg['weight_rel_diff_vs_SVC_linear']:.1e} | {hg['objective_ours']:.7f} / "
             f"{hg['objective_SVC_linear']:.7f} |", "",
-            "LinearSVC (liblinear) stops at a higher objective than the optimum, which both our "
-            "solution and libsvm's exact QP reach; its weights differ from both by the same "
-            "few percent. L2 as gradual forgetting: the penalty's part of each SGD step scales W "
+            svm_sentence(hg) + " L2 as gradual forgetting: the penalty's part of each SGD "
+            "step scales W "
             f"by 1 − {r['forgetting']['measured_decay_per_step']:.6f} "
             f"(= 2·lr·reg at lr {r['forgetting']['lr']}).", "",
             "![](experiments/results/single_neuron.png)", ""]
@@ -115,15 +120,20 @@ def section() -> str:
     for h in ("3", "6", "20"):
         out.append(f"| {h} | " + " | ".join(f"{v:.3f}" for k, v in r["grid"].items()
                                             if k.startswith(f"h={h},")) + " |")
+    strongest = max(float(k.split("reg=")[1]) for k in r["grid"])
+    at_strongest = [v for k, v in r["grid"].items() if float(k.split("reg=")[1]) == strongest]
+    collapsed = sum(v <= 0.34 for v in at_strongest)  # one class of three: 1/3
+    collapse = ("every width collapses to one class" if collapsed == len(at_strongest) else
+                f"{collapsed} of {len(at_strongest)} widths collapse to one class (train "
+                "accuracy ≤ 0.34)")
     out += ["", "Train accuracy on the spiral. Capacity grows with width; regularization "
-            "smooths the boundary, and at reg 0.1 (our `reg·ΣW²`; CS231n's ½λΣW² with λ = "
-            "0.2) every width collapses to one class.", "",
+            f"smooths the boundary, and at reg {strongest:g} (our `reg·ΣW²`; CS231n's ½λΣW² "
+            f"with λ = {2 * strongest:g}) {collapse}.", "",
             "Final loss over seeds (one vmapped `sweep` per width):", "",
             "| hidden | mean | std | min | max |", "|---|---|---|---|---|"]
     out += [f"| {h} | {v['mean']:.3f} | {v['std']:.3f} | {v['min']:.3f} | {v['max']:.3f} |"
             for h, v in r["spread"].items()]
-    out += ["", "Small nets land in worse minima that vary with the seed; from 20 units on "
-            "every seed converges to the same loss.", "",
+    out += ["", seeds_sentence(r["spread"]), "",
             "![](experiments/results/capacity.png)", ""]
 
     r = load("universal")
@@ -141,11 +151,121 @@ def section() -> str:
     for ds, rows in r.items():
         out.append(f"| {ds} | " + " | ".join(f"{v['mean']:.4f} ({v['params']} p)"
                                               for v in rows.values()) + " |")
-    out += ["", "Test accuracy at ~20 000 parameters (mean of 2 seeds). Past 2 layers "
-            "(digits) or 3 (MNIST-1D) the accuracy falls: diminishing, then negative, "
-            "returns for plain MLPs trained this way.", "",
+    out += ["", "Test accuracy at ~20 000 parameters (mean of 2 seeds). "
+            + depth_sentence(r), "",
             "![](experiments/results/depth.png)", "", END]
     return "\n".join(out)
+
+
+def gap_sentence(r: dict) -> str:
+    """Which datasets show a tanh/ReLU gap of at least the lectures' ~6x."""
+    ratio = {d: r[d]["tanh_over_relu_steps"] for d in r}
+    groups = {"at least as large": [d for d, v in ratio.items() if v is not None and v >= 6],
+              "smaller": [d for d, v in ratio.items() if v is not None and v < 6],
+              "not measured (a net never reached the target)":
+                  [d for d, v in ratio.items() if v is None]}
+    return "here the gap is " + "; ".join(f"{k} on {', '.join(v)}" for k, v in groups.items()
+                                          if v)
+
+
+def svm_sentence(hg: dict) -> str:
+    """Where liblinear's LinearSVC stops, compared with ours and libsvm's exact QP."""
+    ours, lin, qp = hg["objective_ours"], hg["objective_sklearn"], hg["objective_SVC_linear"]
+    same = abs(ours - qp) <= 1e-6 * abs(qp)
+    if lin > qp * (1 + 1e-4) and same:
+        return (f"LinearSVC (liblinear) stops at a higher objective ({lin:.7f}) than the "
+                f"optimum ({qp:.7f}), which our solution reaches too; its weights differ from "
+                f"ours by {hg['weight_rel_diff']:.1e} while ours and the exact QP's differ by "
+                f"{hg['weight_rel_diff_vs_SVC_linear']:.1e}.")
+    return (f"Objectives: ours {ours:.7f}, LinearSVC {lin:.7f}, exact QP {qp:.7f} "
+            f"({'ours matches the QP' if same else 'ours does not match the QP to 1e-6'}).")
+
+
+def seeds_sentence(spread: dict) -> str:
+    """From which width on every seed ends at the same loss (std below 1e-3)."""
+    widths = sorted(spread, key=int)
+    converged = [w for w in widths if spread[w]["std"] < 1e-3]
+    if converged and all(w in converged for w in widths[widths.index(converged[0]):]):
+        lead = (f"Small nets land in minima that vary with the seed (std "
+                f"{spread[widths[0]]['std']:.3f} at width {widths[0]}); " if converged[0] !=
+                widths[0] else "")
+        return (f"{lead}from {converged[0]} units on every seed converges to the same loss "
+                "(std < 0.001).")
+    return ("The spread over seeds does not vanish with width in this run: std "
+            + ", ".join(f"{spread[w]['std']:.3f} at {w}" for w in widths) + ".")
+
+
+def depth_sentence(r: dict) -> str:
+    """Where accuracy peaks with depth, and whether every deeper net is worse."""
+    parts = []
+    for ds, rows in r.items():
+        depths = list(rows)
+        accs = [rows[d]["mean"] for d in depths]
+        best = max(range(len(accs)), key=accs.__getitem__)
+        after = accs[best + 1:]
+        if after and all(a < accs[best] for a in after):
+            parts.append(f"on {ds} accuracy peaks at {depths[best]} layers ({accs[best]:.3f}) "
+                         f"and every deeper net is worse (down to {min(after):.3f})")
+        elif after:
+            parts.append(f"on {ds} accuracy peaks at {depths[best]} layers ({accs[best]:.3f}), "
+                         "not every deeper net is worse")
+        else:
+            parts.append(f"on {ds} accuracy is best at the deepest net tried "
+                         f"({depths[best]} layers, {accs[best]:.3f})")
+    falls = all("every deeper net is worse" in p for p in parts)
+    text = "; ".join(parts)
+    return (text[0].upper() + text[1:] + "."
+            + (" Diminishing, then negative, returns for plain MLPs trained this way."
+               if falls else ""))
+
+
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def results_table(results: str = RESULTS) -> str:
+    """The README's Results table, from experiments/results/headline.json."""
+    h = loader(results)("headline")
+
+    def seeds(v):
+        return " (" + ", ".join(f"{a:.4f}" for a in v["test_acc_per_seed"]) + ")"
+
+    digits = h["digits_mlp"]
+    over = sum(a >= 0.97 for a in digits["test_acc_per_seed"])
+    n = len(digits["test_acc_per_seed"])
+    mark = "**" if digits["test_acc_mean"] >= 0.97 else ""
+    rows = [
+        ("spiral, 2-layer ReLU, H=100, full-batch SGD lr 1.0, 10 000 steps (train acc)",
+         f"**{h['spiral_2layer']['train_acc']:.4f}**", "0.98 (CS231n case study)"),
+        ("spiral, linear classifier, 200 steps (train acc)",
+         f"{h['spiral_linear']['train_acc']:.4f}", "0.49 (case study)"),
+        ("digits, 64-256-10 ReLU, dropout 0.2, input noise 0.2, Adam + cosine, 100 epochs "
+         "(test acc)", f"{mark}{digits['test_acc_mean']:.4f}{mark} mean{seeds(digits)}",
+         "goal ≥ 0.97"),
+        ("digits, linear classifier (test acc)", f"{h['digits_linear']['test_acc_mean']:.4f}",
+         ""),
+        ("MNIST-1D, 40-100-100-10 ReLU, Adam lr 1e-2, 150 epochs (test acc)",
+         f"{h['mnist1d_mlp']['test_acc_mean']:.4f}{seeds(h['mnist1d_mlp'])}",
+         "~0.68 (MNIST-1D paper)"),
+        ("MNIST-1D, same + dropout 0.2 (test acc)",
+         f"{h['mnist1d_mlp_dropout']['test_acc_mean']:.4f}{seeds(h['mnist1d_mlp_dropout'])}",
+         ""),
+        ("MNIST-1D, linear classifier (test acc)",
+         f"{h['mnist1d_linear']['test_acc_mean']:.4f}", "~0.32 (paper)"),
+    ]
+    out = [RESULTS_START, "",
+           f"Regenerate with `python -m experiments.headline` ({h['seconds']:.0f} s on 2 "
+           "cores) and `python -m experiments.report`. Accuracies of the final params; "
+           f"{n} seeds where several are listed.", "",
+           "| experiment | mlp_jax | reference |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out += ["", f"Digits: {over} of {n} seeds reach 0.97 (mean "
+            f"{digits['test_acc_mean']:.4f}).", "", RESULTS_END]
+    return "\n".join(out)
+
+
+def rewrite(text: str, start: str, end: str, block: str) -> str:
+    head, rest = text.split(start, 1)
+    return head + block + rest.split(end, 1)[1]
 
 
 if __name__ == "__main__":
@@ -155,12 +275,8 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, "-m", f"experiments.{name}"], cwd=ROOT, check=True)
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + section() + rest.split(END, 1)[1]
-    else:
-        anchor = "## Is my derivation right?"
-        text = text.replace(anchor, section() + "\n\n" + anchor)
+    text = rewrite(text, START, END, section())
+    text = rewrite(text, RESULTS_START, RESULTS_END, results_table())
     with open(path, "w") as f:
         f.write(text)
-    print(f"rewrote the experiments section of {path}")
+    print(f"rewrote the experiments section and the Results table of {path}")

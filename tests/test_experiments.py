@@ -78,3 +78,38 @@ def test_gradcheck_anchors():
     leaky = next(k for k in r["right"] if k.startswith("leaky"))
     assert r["right"][leaky][jx] == r["draws"]
     assert r["smallest_caught"][ours] <= 1e-9 < r["smallest_caught"][jx]
+
+
+def test_report_conclusions_follow_the_numbers(tmp_path):
+    """A conclusion is computed from its numbers: edit one JSON by hand and the sentence
+    that depended on it changes (depth, capacity seeds, the SVM objectives, the Results
+    table's digits goal)."""
+    import shutil
+
+    from experiments import report
+
+    results = tmp_path / "results"
+    shutil.copytree(os.path.join(ROOT, "experiments", "results"), results)
+    before = report.section(str(results))
+    assert "On digits accuracy peaks at 2 layers" in before
+    assert "every deeper net is worse" in before
+    assert "Diminishing, then negative, returns" in before
+
+    depth = json.loads((results / "depth.json").read_text())
+    depth["digits"]["6"]["mean"] = 0.99  # the deepest net now wins on digits
+    (results / "depth.json").write_text(json.dumps(depth))
+    capacity = json.loads((results / "capacity.json").read_text())
+    for w in capacity["spread"]:
+        capacity["spread"][w]["std"] = 0.05  # no width converges any more
+    (results / "capacity.json").write_text(json.dumps(capacity))
+    after = report.section(str(results))
+    assert "On digits accuracy is best at the deepest net tried (6 layers, 0.990)" in after
+    assert "Diminishing, then negative, returns" not in after
+    assert "does not vanish with width" in after and "every seed converges" not in after
+
+    headline = json.loads((results / "headline.json").read_text())
+    headline["digits_mlp"]["test_acc_per_seed"] = [0.96, 0.965, 0.971, 0.95]
+    headline["digits_mlp"]["test_acc_mean"] = 0.9615
+    (results / "headline.json").write_text(json.dumps(headline))
+    table = report.results_table(str(results))
+    assert "1 of 4 seeds reach 0.97" in table and "**0.9615**" not in table
