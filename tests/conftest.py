@@ -21,3 +21,8 @@ def labels_for(spec: mj.MLPSpec, n: int, rng: np.random.Generator):
         "binary_pm1": lambda: 2 * rng.integers(0, 2, n) - 1,
         "real": lambda: rng.normal(size=(n, C)),
     }[spec.loss_fn.labels]()
+
+
+def tree_equal(a, b):
+    """Every leaf bitwise equal."""
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
