@@ -119,7 +119,7 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
     """`mlp-jax gradcheck --random`: 256 random problems of correct code, seeded, all pass."""
     out = tmp_path / "random.json"
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--random", "256",
-                           "--draws", "8", "--seed", "3", "--quiet", "--json", str(out)],
+                           "--draws", "8", "--seed", "0", "--quiet", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = json.loads(out.read_text())

@@ -29,7 +29,9 @@ def test_backprop_and_autodiff_same_trajectory():
     the dynamics then amplify that depends on the run. Measured max |param difference|
     after 1000 steps: this setting 7.7e-7; He init 5.7e-7; full batch lr 0.05 1.8e-6;
     full batch lr 0.1 1.6e-5; full batch lr 1.0 1.9e-3 (a ReLU activation pattern flips
-    around step 150 and the gap jumps from 6.5e-7 to 2.7e-4)."""
+    around step 150 and the gap jumps from 6.5e-7 to 2.7e-4). With jax 0.10.2 (XLA's
+    fusions round differently) this setting measured 4.5e-5, hence the bound 1e-4: a wrong
+    gradient moves the params by orders of magnitude more."""
     ds = data.spiral()
     spec = mj.MLPSpec((2, 100, 3), reg=1e-3, init="normal", weight_scale=0.01)
     opt = optim.sgd(0.1)
@@ -39,7 +41,7 @@ def test_backprop_and_autodiff_same_trajectory():
            for g in ("backprop", "autodiff")}
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                zip(jax.tree.leaves(out["backprop"]), jax.tree.leaves(out["autodiff"])))
-    assert diff <= 1e-5, diff
+    assert diff <= 1e-4, diff
 
 
 def test_epoch_uses_every_example_once_including_partial_batch():
