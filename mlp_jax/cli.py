@@ -28,6 +28,8 @@ def _gradcheck(args) -> int:
         if tty:
             print(f"\r{what}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
     if args.random:
         what = "checking random configurations"
         results = random_sweep(args.random, seed=args.seed, draws=args.draws,
@@ -78,6 +80,7 @@ def _gradcheck(args) -> int:
     need_fd = max(r["absolute_used_fd"] for r in results)
     kinks = sum(r["kink_entries"] for r in results)
     print("\n" + gc.rule_line())
+
     def need(share):
         return "none" if share == 0 else f"{share:.2g} (headroom {1 / share:.3g}x)"
 

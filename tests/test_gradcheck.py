@@ -130,12 +130,15 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
     assert "256 problems, 0 false alarms" in proc.stdout
 
 
-@pytest.mark.parametrize("argv", [["--workers", "0"], ["--workers", "-1"], ["--random", "0"]])
-def test_gradcheck_cli_bad_counts_one_line(argv):
+@pytest.mark.parametrize("argv,match", [(["--workers", "0"], "must be > 0"),
+                                        (["--workers", "-1"], "must be > 0"),
+                                        (["--random", "0"], "must be > 0"),
+                                        (["--random", "5", "--seed", "-1"], "must be >= 0")])
+def test_gradcheck_cli_bad_counts_one_line(argv, match):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", *argv],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "must be > 0" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and match in proc.stderr
 
 
 def test_gradcheck_cli_json_into_missing_folder_fails_first(tmp_path):
