@@ -206,6 +206,9 @@ def random_sweep(cells: int, seed: int = 0, draws: int = 4, workers: int = 1,
                  progress=None) -> list[dict]:
     """Check ``cells`` random problems of correct code; each failure is a false alarm.
 
+    Every configuration compiles its own programs, so jax's caches are cleared after
+    each (``jax.clear_caches``): with ``workers=1`` that happens in the calling process.
+
     Returns:
       One dict per problem: its configuration, ``draw``, ``on_kinks`` and the
       fields of :func:`check_matrix`'s dicts.
