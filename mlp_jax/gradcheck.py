@@ -189,6 +189,7 @@ class GradCheckReport:
         return all(leaf.passed for leaf in self.leaves) \
             and self.loss_rel_error <= self.tol_autodiff
 
+    # pragma: no mutate block (the report's wording, not its judgement)
     def __str__(self) -> str:
         lines = [
             f"gradient check: {self.spec_summary}",
@@ -227,6 +228,7 @@ class GradCheckReport:
         return "\n".join(lines)
 
 
+# pragma: no mutate start
 def rule_line(tol_autodiff=TOL_AUTODIFF, floor_autodiff=FLOOR_AUTODIFF, ad_noise=AD_NOISE,
               tol_fd=TOL_FD, fd_noise=FD_NOISE, fd_trunc=FD_TRUNC) -> str:
     """The pass rule in one line, with its numbers."""
@@ -235,6 +237,7 @@ def rule_line(tol_autodiff=TOL_AUTODIFF, floor_autodiff=FLOOR_AUTODIFF, ad_noise
             f"|jax.grad|) + noise {ad_noise:g} x the layer's rounding scale; vs finite "
             f"differences rtol {tol_fd:g} + noise {fd_noise:g} eps M/h + trunc {fd_trunc:g} x "
             "the stencil's Richardson error")
+# pragma: no mutate end
 
 
 def _kink_state(scores, cache, y, spec: MLPSpec) -> jax.Array:

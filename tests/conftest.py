@@ -1,8 +1,18 @@
+import os
+
 import jax
 import numpy as np
 import pytest
 
 import mlp_jax as mj
+
+
+@pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")
+def _fresh_traces():
+    """Under mutmut's stats run, every test traces afresh, so every test that reaches a
+    function inside jit is recorded as covering it (a cached trace would hide it)."""
+    jax.clear_caches()
+    yield
 
 
 @pytest.fixture

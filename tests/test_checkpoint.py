@@ -68,6 +68,7 @@ def _cli_train(out, *extra, quiet=True):
     return cmd
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     """A real process, killed with SIGKILL twice mid-run, resumed each time."""
     ref = subprocess.run(_cli_train(tmp_path / "ref"), capture_output=True, text=True,

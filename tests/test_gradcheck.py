@@ -16,6 +16,7 @@ from mlp_jax.gradcheck import Comparison, rel_error
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
 
 
+@pytest.mark.slow
 def test_matrix_cli_every_cell_passes(tmp_path):
     """`mlp-jax gradcheck` over every activation x loss x depth 1-4 x reg x dropout."""
     out = tmp_path / "cells.json"
@@ -47,6 +48,19 @@ def test_kink_problem_sits_exactly_on_kinks(act, x64):
     params, x, y = kink_problem(spec_h, seed=0)
     s = np.asarray(mj.forward(params, x, spec_h))[0, 0]
     assert 1.0 - y[0] * s == 0.0
+
+
+@pytest.mark.parametrize("act", mj.ACTIVATION_NAMES)
+@pytest.mark.parametrize("loss", mj.LOSS_NAMES)
+def test_every_activation_and_loss_on_its_kinks(act, loss):
+    """The matrix's hardest row in the fast suite: depth 3 with reg and dropout, row 0 on
+    every kink, each cell judged by check_grads against jax.grad and finite differences."""
+    spec = matrix_spec(act, loss, 3, 0.1, 0.3)
+    with jax.enable_x64(True):
+        params, x, y = kink_problem(spec, seed=1)
+        report = mj.check_grads(params, x, y, spec, key=jax.random.key(1), jit=False)
+    assert report.passed, str(report)
+    assert report.kink_entries > 0 or act not in ("relu", "leaky_relu", "elu", "maxout")
 
 
 ELEMENTWISE = ["relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh",
@@ -115,6 +129,7 @@ def test_user_loss_right_and_wrong():
     assert not mj.check_grads(params, x, y, mj.MLPSpec((3, 5, 2), "tanh", loss=bad)).passed
 
 
+@pytest.mark.slow
 def test_random_sweep_has_no_false_alarms(tmp_path):
     """`mlp-jax gradcheck --random`: 200 random problems of correct code, seeded, all pass."""
     out = tmp_path / "random.json"
@@ -130,6 +145,7 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
     assert "200 problems, 0 false alarms" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,match", [(["--workers", "0"], "must be > 0"),
                                         (["--workers", "-1"], "must be > 0"),
                                         (["--random", "0"], "must be > 0"),
@@ -141,6 +157,7 @@ def test_gradcheck_cli_bad_counts_one_line(argv, match):
     assert proc.stderr.count("\n") == 1 and match in proc.stderr
 
 
+@pytest.mark.slow
 def test_gradcheck_cli_json_into_missing_folder_fails_first(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--json",
                            str(tmp_path / "nope" / "cells.json")],
@@ -279,6 +296,7 @@ def test_large_net_samples_fd_and_covers_all_of_autodiff():
             mj.check_grads(params, x, y, spec, fd_entries=bad)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Is my derivation right?", 1)[1]

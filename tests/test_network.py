@@ -263,3 +263,29 @@ def test_value_checks_skipped_under_jit_not_shape_checks():
     f(params, np.zeros((2, 4)), np.array([0, 9]), spec)  # no concrete values: no sync, no error
     with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
         f(params, np.zeros((2, 5)), np.array([0, 1]), spec)
+
+
+def test_input_noise_is_gaussian_with_its_std_in_training_only(x64):
+    """A 3-3 linear classifier with W = I and b = 0 returns its input, so train-mode
+    scores minus x are the noise itself: mean 0, std sigma, uncorrelated; none at eval."""
+    spec = mj.MLPSpec((3, 3), input_noise=0.5, dtype="float64")
+    params = ({"W": jnp.eye(3), "b": jnp.zeros(3)},)
+    x = np.random.default_rng(0).normal(size=(40_000, 3))
+    noise = np.asarray(mj.forward(params, x, spec, key=jax.random.key(0), train=True)) - x
+    np.testing.assert_allclose(noise.mean(0), 0.0, atol=0.5 * 4 / np.sqrt(40_000))
+    np.testing.assert_allclose(noise.std(0), 0.5, rtol=0.02)
+    assert np.abs(np.corrcoef(noise.T) - np.eye(3)).max() < 0.03
+    np.testing.assert_array_equal(mj.forward(params, x, spec, train=False), x)
+
+
+@pytest.mark.parametrize("kwargs", [dict(activation="tanh", input_noise=0.3, dropout=0.2),
+                                    dict(activation="maxout", bias=False, input_noise=0.3)])
+def test_check_grads_with_input_noise(kwargs):
+    """Input noise changes the first layer's input, so its dW must use the noisy x."""
+    spec = mj.MLPSpec((4, 5, 5, 3), reg=0.05, dtype="float64", **kwargs)
+    with jax.enable_x64(True):
+        params = mj.init_params(jax.random.key(2), spec)
+        rng = np.random.default_rng(2)
+        x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+        report = mj.check_grads(params, x, y, spec, key=jax.random.key(3), jit=False)
+    assert report.passed, str(report)

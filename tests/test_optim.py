@@ -9,15 +9,20 @@ import mlp_jax as mj
 from mlp_jax import optim
 
 
+def rate(lr, t):
+    """The rate of update t (1-based): a number, or a schedule of the step count t - 1."""
+    return lr(t - 1) if callable(lr) else lr
+
+
 def np_sgd(lr):
     def step(x, g, s, t):
-        return x - lr * g, s
+        return x - rate(lr, t) * g, s
     return step, None
 
 
 def np_momentum(lr, mu=0.9):
     def step(x, g, v, t):
-        v = mu * v - lr * g
+        v = mu * v - rate(lr, t) * g
         return x + v, v
     return step, "zeros"
 
@@ -25,7 +30,7 @@ def np_momentum(lr, mu=0.9):
 def np_nesterov(lr, mu=0.9):
     def step(x, g, v, t):
         v_prev = v
-        v = mu * v - lr * g
+        v = mu * v - rate(lr, t) * g
         return x - mu * v_prev + (1 + mu) * v, v
     return step, "zeros"
 
@@ -33,7 +38,7 @@ def np_nesterov(lr, mu=0.9):
 def np_rmsprop(lr, decay=0.99, eps=1e-8):
     def step(x, g, cache, t):
         cache = decay * cache + (1 - decay) * g**2
-        return x - lr * g / (np.sqrt(cache) + eps), cache
+        return x - rate(lr, t) * g / (np.sqrt(cache) + eps), cache
     return step, "zeros"
 
 
@@ -43,7 +48,7 @@ def np_adam(lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g**2
         mt, vt = m / (1 - b1**t), v / (1 - b2**t)
-        return x - lr * mt / (np.sqrt(vt) + eps) - lr * wd * x, (m, v)
+        return x - rate(lr, t) * (mt / (np.sqrt(vt) + eps) + wd * x), (m, v)
     return step, "pair"
 
 
@@ -88,6 +93,29 @@ def test_optimizer_on_quadratic(name, x64):
                       grad)
     np.testing.assert_allclose(xs["x"], xr["x"], rtol=1e-6)
     assert not np.allclose(xr["x"], 0)  # it moved
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_optimizer_follows_a_schedule_and_counts_its_updates(name, x64):
+    """Each optimizer reads its rate at the state's count (0 at the first update), counts in
+    int32, and reports the rate it was given."""
+    sched = optim.step_decay(0.05, 0.5, 3)
+    opt = optim.OPTIMIZERS[name](sched)
+    assert opt.learning_rate is sched
+    factory = {"sgd": np_sgd, "momentum": np_momentum, "nesterov": np_nesterov,
+               "rmsprop": np_rmsprop, "adam": np_adam}
+    ref = (np_adam(lambda t: 0.05 * 0.5 ** (t // 3), wd=1e-4) if name == "adamw"
+           else factory[name](lambda t: 0.05 * 0.5 ** (t // 3)))
+    rng = np.random.default_rng(4)
+    A = np.diag(rng.uniform(0.5, 2.0, 4))
+    xs, xr = run_both(opt, ref, {"x": jnp.asarray(rng.normal(size=4))},
+                      lambda x: {"x": A @ np.asarray(x["x"])}, steps=10)
+    np.testing.assert_allclose(xs["x"], xr["x"], rtol=1e-10)
+    state = opt.init({"x": jnp.zeros(4)})
+    assert state.count.dtype == jnp.int32 and state.count == 0
+    for _ in range(4):
+        _, state = opt.update({"x": jnp.ones(4)}, state, {"x": jnp.ones(4)})
+    assert state.count == 4 and state.count.dtype == jnp.int32
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -162,3 +190,46 @@ def test_array_hyperparameters_vmap_compiles_once():
     assert step._cache_size() == 1
     for i, lr in enumerate([0.1, 0.01, 0.001]):
         np.testing.assert_allclose(out[i], final(lr), rtol=1e-6)
+
+
+def test_chain_of_clip_and_adamw_equals_the_two_written_out(x64):
+    """chain passes each transform its own state and the params (adamw's decay needs them);
+    the clip scales by max_norm / ||g|| when the norm is small but above max_norm."""
+    opt = optim.chain(optim.clip_by_global_norm(0.05), optim.adamw(0.01, weight_decay=0.1))
+    rng = np.random.default_rng(3)
+    x = {"a": jnp.asarray(rng.normal(size=3)), "b": jnp.asarray(rng.normal(size=2))}
+    state = opt.init(x)
+    assert isinstance(state.states[0], optim.EmptyState)
+    assert isinstance(state.states[1], optim.AdamState)
+    assert opt.learning_rate == 0.01
+    step, _ = np_adam(0.01, wd=0.1)
+    xr = {k: np.asarray(v) for k, v in x.items()}
+    s = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in xr.items()}
+    for t in range(1, 6):
+        g = {k: 0.02 * rng.normal(size=v.shape) for k, v in xr.items()}  # norm ~0.05, < 1
+        norm = np.sqrt(sum(np.sum(v * v) for v in g.values()))
+        clipped = {k: v * min(1.0, 0.05 / norm) for k, v in g.items()}
+        u, state = opt.update(jax.tree.map(jnp.asarray, g), state, x)
+        x = optim.apply_updates(x, u)
+        for k in xr:
+            xr[k], s[k] = step(xr[k], clipped[k], s[k], t)
+    for k in xr:
+        np.testing.assert_allclose(x[k], xr[k], rtol=1e-12)
+
+
+def test_clip_of_zero_gradients_is_zero_not_nan():
+    u, _ = optim.clip_by_global_norm(1.0).update({"a": jnp.zeros(3)}, optim.EmptyState())
+    np.testing.assert_array_equal(u["a"], np.zeros(3))
+
+
+def test_constant_schedule_is_float32(x64):
+    rate = optim.constant(0.1)(jnp.arange(3))
+    assert rate.dtype == jnp.float32 and rate.shape == (3,)
+    np.testing.assert_array_equal(rate, np.float32(0.1))
+
+
+def test_warmup_hands_over_to_after_at_its_step_0():
+    """At step == warmup_steps the rate is after(0), even when after does not start at peak."""
+    sched = optim.linear_warmup(0.2, 10, optim.step_decay(0.05, 0.5, 1))
+    np.testing.assert_allclose([float(sched(jnp.asarray(s))) for s in (0, 9, 10, 11, 12)],
+                               [0.02, 0.2, 0.05, 0.025, 0.0125], rtol=1e-6)

@@ -16,6 +16,8 @@ from mlp_jax import checkpoint
 HERE = os.path.dirname(os.path.abspath(__file__))
 F32 = 2e-6  # float32 rounding, accumulated over the steps compared
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def eight_devices():
