@@ -10,6 +10,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.slow
+
 
 def run_quick(name):
     proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick"], cwd=ROOT,
@@ -110,6 +112,10 @@ def test_report_conclusions_follow_the_numbers(tmp_path):
     headline = json.loads((results / "headline.json").read_text())
     headline["digits_mlp"]["test_acc_per_seed"] = [0.96, 0.965, 0.971, 0.95]
     headline["digits_mlp"]["test_acc_mean"] = 0.9615
+    headline["digits_mlp"]["test_acc_best_val_per_seed"] = [0.97, 0.965, 0.98, 0.94]
+    headline["spiral_2layer_reg0.0005_seeds"]["train_loss"] = [0.3, 0.25, 0.2]
     (results / "headline.json").write_text(json.dumps(headline))
     table = report.results_table(str(results))
     assert "1 of 4 seeds reach 0.97" in table and "**0.9615**" not in table
+    assert "lower than the final params for 1 of 4 seeds" in table
+    assert "the final loss (data + penalty) is 0.200–0.300 over 3 seeds" in table

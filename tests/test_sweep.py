@@ -48,6 +48,10 @@ def test_per_example_gradients_match_vmap_of_jax_grad(x64):
     # each carries the penalty gradient once, so their plain mean is the batch gradient
     _, batch = mj.backprop(params, x, y, spec)
     np.testing.assert_allclose(jnp.mean(grads[0]["W"], 0), batch[0]["W"], rtol=1e-12)
+    # reg overrides the spec's, as in backprop
+    _, grads = per_example_backprop(params, x, y, spec, reg=0.3)
+    _, batch = mj.backprop(params, x, y, spec, reg=0.3)
+    np.testing.assert_allclose(jnp.mean(grads[0]["W"], 0), batch[0]["W"], rtol=1e-12)
 
 
 def test_step_does_not_retrace_for_new_lr_reg_seed_or_batches():
