@@ -233,3 +233,28 @@ def test_warmup_hands_over_to_after_at_its_step_0():
     sched = optim.linear_warmup(0.2, 10, optim.step_decay(0.05, 0.5, 1))
     np.testing.assert_allclose([float(sched(jnp.asarray(s))) for s in (0, 9, 10, 11, 12)],
                                [0.02, 0.2, 0.05, 0.025, 0.0125], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_half_precision_params_stay_half(name):
+    """The rate is float32, so updates may be too: apply_updates casts each one back to its
+    param's dtype, and a bfloat16 param moves as its float32 twin does, to bfloat16's rounding."""
+    opt = CASES[name][0]()
+    x = {"half": jnp.ones(3, jnp.bfloat16), "full": jnp.ones(3, jnp.float32)}
+    state = opt.init(x)
+    for _ in range(3):
+        u, state = opt.update(jax.tree.map(lambda a: 0.5 * a, x), state, x)
+        x = optim.apply_updates(x, u)
+    assert x["half"].dtype == jnp.bfloat16 and x["full"].dtype == jnp.float32
+    assert float(x["full"][0]) < 0.99  # it moved
+    np.testing.assert_allclose(np.asarray(x["half"], np.float32), x["full"], atol=0.01)
+
+
+def test_adam_needs_params_only_for_weight_decay():
+    g = {"x": jnp.ones(2)}
+    u, _ = optim.adam(0.1).update(g, optim.adam(0.1).init(g))  # no params: fine
+    np.testing.assert_allclose(u["x"], -0.1, rtol=1e-5)  # step 1: -lr g / |g|
+    opt = optim.adamw(0.1)
+    with pytest.raises(ValueError, match=r"adamw's update needs params: update\(grads, state, "
+                                         r"params\)"):
+        opt.update(g, opt.init(g))

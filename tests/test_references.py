@@ -57,6 +57,18 @@ def test_activation_forward_matches_reference(name, dtype, rtol, atol, x64):
     assert got[Z == 0.0][0] == want[Z == 0.0][0]  # exactly, at the kink
 
 
+def test_built_ins_carry_their_own_names():
+    """The name a report or error shows is the one the spec was given."""
+    for name in set(mj.ACTIVATION_NAMES) - {"maxout"}:
+        assert mj.activations.elementwise(name).name == name
+    for name in mj.LOSS_NAMES:
+        assert mj.losses.get_loss(name).name == name
+    with pytest.raises(ValueError, match=r"^no elementwise activation named 'maxout'; expected "
+                       r"one of relu, .*, identity \(maxout is handled by the network\), or an "
+                       r"Activation\(name, fn, deriv\) of your own$"):
+        mj.activations.elementwise("maxout")
+
+
 def test_gelu_tanh_reference_is_the_papers_formula(x64):
     """jax.nn.gelu(approximate=True) is Hendrycks & Gimpel's tanh form (so the reference
     above pins the constant 0.044715)."""
@@ -134,6 +146,58 @@ def test_loss_values_match_references(dtype, rtol, atol, x64):
     got = np.asarray(L.SQUARED.value(jnp.asarray(s), jnp.asarray(t)), np.float64)
     np.testing.assert_allclose(got, ((s64 - t.astype(np.float64)) ** 2).sum(1), rtol=rtol,
                                atol=atol)
+
+
+def svm_grad_naive(scores, y):
+    """The gradient in CS231n's naive SVM loop: each positive margin adds +1 to its class
+    and -1 to the correct one (a margin exactly 0 adds nothing)."""
+    N, C = scores.shape
+    out = np.zeros((N, C))
+    for i in range(N):
+        for j in range(C):
+            if j != y[i] and scores[i, j] - scores[i, y[i]] + 1.0 > 0:
+                out[i, j] += 1.0
+                out[i, y[i]] -= 1.0
+    return out
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", [("float64", 1e-12, 1e-15), ("float32", 1e-6, 1e-7)])
+def test_loss_gradients_and_kink_states_match_closed_forms(dtype, rtol, atol, x64):
+    """Each Loss.grad against the lectures' closed form in numpy, and each kink_state against
+    "this margin is positive", on scores that include every kink exactly."""
+    rng = np.random.default_rng(2)
+    n, L = len(Z), mj.losses
+    s = _scores(dtype, 4, rng)
+    y = rng.integers(0, 4, n)
+    s[1, :] = 0.0
+    s[1, y[1]] = 1.0  # every margin of row 1 exactly 0
+    s64 = s.astype(np.float64)
+
+    def check(loss, scores, labels, want):
+        got = np.asarray(loss.grad(jnp.asarray(scores), jnp.asarray(labels)), np.float64)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+    e = np.exp(s64 - s64.max(1, keepdims=True))
+    check(L.SOFTMAX, s, y, e / e.sum(1, keepdims=True) - np.eye(4)[y])
+    check(L.SVM, s, y, svm_grad_naive(s64, y))
+    margins = s64 - s64[np.arange(n), y][:, None] + 1.0
+    want_state = (margins > 0) & (np.arange(4) != y[:, None])
+    np.testing.assert_array_equal(np.asarray(L.SVM.kink_state(jnp.asarray(s), jnp.asarray(y))),
+                                  want_state)
+
+    s1 = s[:, :1]
+    y01 = rng.integers(0, 2, n).astype(dtype)
+    check(L.LOGISTIC, s1, y01, (_sigmoid_np(s64[:, :1]) - y01[:, None]))
+    ypm = (2 * rng.integers(0, 2, n) - 1).astype(dtype)
+    s1 = s1.copy()
+    s1[:2, 0] = ypm[:2]  # y s = 1: exactly on the hinge's margin
+    hinge_margin = 1.0 - ypm * s1[:, 0].astype(np.float64)
+    check(L.HINGE, s1, ypm, np.where(hinge_margin > 0, -ypm, 0.0)[:, None])
+    np.testing.assert_array_equal(
+        np.asarray(L.HINGE.kink_state(jnp.asarray(s1), jnp.asarray(ypm))), hinge_margin > 0)
+    t = rng.normal(size=s.shape).astype(dtype)
+    check(L.SQUARED, s, t, 2.0 * (s64 - t))
 
 
 def test_hinge_losses_exactly_at_the_margin():
