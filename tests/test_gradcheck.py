@@ -1,5 +1,6 @@
 """Hand backprop vs jax.grad vs finite differences (the references: autodiff and FD)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_kink_problem_sits_exactly_on_kinks(act, x64):
     assert 1.0 - y[0] * s == 0.0
 
 
-@pytest.mark.parametrize("act,loss", zip(mj.ACTIVATION_NAMES, mj.LOSS_NAMES * 2))
+@pytest.mark.parametrize("act,loss", list(zip(mj.ACTIVATION_NAMES, mj.LOSS_NAMES * 2)))
 def test_every_activation_and_loss_on_its_kinks(act, loss):
     """The matrix's hardest row in the fast suite, every activation and every loss once (the
     slow CLI test above runs every pair): depth 3 with reg and dropout, row 0 on every
@@ -240,6 +241,62 @@ def test_richardson_estimate_bounds_the_stencil_error(x64):
     assert np.all(true_err <= 1.5 * np.asarray(err) + 1e-10)
     big = true_err > 1e-8
     np.testing.assert_allclose(np.asarray(err)[big], true_err[big], rtol=0.1)
+
+
+def test_report_applies_the_documented_rule_entry_by_entry():
+    """Every leaf's verdict rebuilt here from the module docstring's rule: vs jax.grad,
+    floor x S (S the layer's largest |jax.grad| entry, W and b together) + noise x R (R the
+    layer's largest entry of the loss gradient's rounding, eps (1 + |s|) / N, pulled back
+    through the network); vs finite differences, noise x eps M / h (M = |L| + mean_i sum_j
+    |s_ij|) + trunc x each entry's Richardson estimate, straddling entries left out. The
+    loss's gradient is off by 1e-12 (well inside CS231n's 1e-10: it passes), so every entry
+    differs from its references and every 'used' depends on its allowance."""
+    from mlp_jax import gradcheck as gc
+    off = mj.losses.Loss("svm_off", mj.losses.SVM.value,
+                         lambda s, y: mj.losses.SVM.grad(s, y) * (1 + 1e-12),
+                         mj.losses.CLASS, mj.losses.SVM.kink_state)
+    spec = dataclasses.replace(matrix_spec("relu", "svm", 3, 0.1, 0.3), loss=off)
+    key, h = jax.random.key(1), 1e-3
+    with jax.enable_x64(True):
+        params, x, y = kink_problem(spec, seed=1)
+        report = mj.check_grads(params, x, y, spec, key=key, h=h, jit=False)
+        kw = dict(key=key, train=True)
+        loss_hand, hand = mj.backprop(params, x, y, spec, **kw)
+        loss_ad, auto = jax.value_and_grad(mj.loss)(params, x, y, spec, **kw)
+        s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, **kw), params)
+        s = np.asarray(s)
+        eps = np.finfo(np.float64).eps
+        (rounding,) = pullback(jnp.asarray(eps * (1.0 + np.abs(s)) / len(s)))
+        P = ravel_pytree(params)[0].size
+        fd, err, straddle = mj.finite_differences(params, x, y, spec, h=h, entries=jnp.arange(P),
+                                                  **kw)
+    assert report.passed, str(report)
+    assert (report.loss_hand, report.loss_autodiff) == (float(loss_hand), float(loss_ad))
+    noise = gc.FD_NOISE * eps * (abs(float(loss_ad)) + np.abs(s).sum(1).mean()) / h
+    fd, err, straddle = (np.split(np.asarray(a), np.cumsum([a.size for a in
+                         jax.tree.leaves(params)])[:-1]) for a in (fd, err, straddle))
+    names = [f"{k}{i}" for i, layer in enumerate(params, start=1) for k in sorted(layer)]
+    assert [leaf.name for leaf in report.leaves] == names
+    for i, leaf in enumerate(report.leaves):
+        layer = int(leaf.name[1:]) - 1
+        S = max(np.abs(np.asarray(a)).max() for a in auto[layer].values())
+        R = max(np.abs(np.asarray(a)).max() for a in rounding[layer].values())
+        k = leaf.name[0]
+        hl, al = np.asarray(hand[layer][k]), np.asarray(auto[layer][k])
+        want_ad = Comparison.of(hl, al, gc.TOL_AUTODIFF,
+                                {"floor": gc.FLOOR_AUTODIFF * S, "noise": gc.AD_NOISE * R})
+        want_fd = Comparison.of(hl, fd[i].reshape(hl.shape), gc.TOL_FD,
+                                {"noise": noise, "trunc": gc.FD_TRUNC * err[i].reshape(hl.shape)},
+                                ~straddle[i].reshape(hl.shape))
+        for got, want in ((leaf.autodiff, want_ad), (leaf.fd, want_fd)):
+            assert got.used > 0 or got.checked == 0, leaf.name  # every compared entry differs
+            assert got.used == pytest.approx(want.used, rel=1e-9), leaf.name
+            assert got.absolute_used == pytest.approx(want.absolute_used, rel=1e-9, abs=1e-300)
+            assert (got.decided, got.worst_index, got.checked) == \
+                (want.decided, want.worst_index, want.checked), leaf.name
+        assert leaf.kink_entries == straddle[i].sum() and leaf.fd_entries == hl.size
+        assert leaf.shape == hl.shape
+    assert report.kink_entries > 0
 
 
 # --- Scale: memory linear in the parameter count, sampling above a size. ---------
