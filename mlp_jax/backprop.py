@@ -59,7 +59,7 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
             dz = activations.maxout_backward(dh, below["idx"], spec.maxout_k)
         else:
             dz = dh * act.deriv(below["z"], below["a"])
-    grads = tuple({k: g.astype(p[k].dtype) for k, g in gl.items()} for gl, p in zip(grads, params))
+    grads = tuple(grads)
     return value, grads
 
 
