@@ -225,6 +225,12 @@ def test_dropout_is_inverted_and_identity_at_eval():
     a = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
     b = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
     np.testing.assert_array_equal(a, b)  # same key, same result
+    # dropout= overrides the spec's rate (a sweep passes it as an array)
+    half = dataclasses.replace(spec, dropout=0.5)
+    c = mj.forward(params, x, spec, key=jax.random.key(1), train=True, dropout=jnp.asarray(0.5))
+    np.testing.assert_array_equal(c, mj.forward(params, x, half, key=jax.random.key(1),
+                                                train=True))
+    assert not np.array_equal(c, a)
 
 
 BAD = [

@@ -223,9 +223,10 @@ def test_clip_of_zero_gradients_is_zero_not_nan():
 
 
 def test_constant_schedule_is_float32(x64):
-    rate = optim.constant(0.1)(jnp.arange(3))
-    assert rate.dtype == jnp.float32 and rate.shape == (3,)
-    np.testing.assert_array_equal(rate, np.float32(0.1))
+    for value in (0.1, np.float64(0.1), jnp.asarray(0.1, jnp.float64)):
+        rate = optim.constant(value)(jnp.arange(3))
+        assert rate.dtype == jnp.float32 and rate.shape == (3,)
+        np.testing.assert_array_equal(rate, np.float32(0.1))
 
 
 def test_warmup_hands_over_to_after_at_its_step_0():
@@ -255,6 +256,11 @@ def test_adam_needs_params_only_for_weight_decay():
     u, _ = optim.adam(0.1).update(g, optim.adam(0.1).init(g))  # no params: fine
     np.testing.assert_allclose(u["x"], -0.1, rtol=1e-5)  # step 1: -lr g / |g|
     opt = optim.adamw(0.1)
-    with pytest.raises(ValueError, match=r"adamw's update needs params: update\(grads, state, "
-                                         r"params\)"):
+    with pytest.raises(ValueError, match=r"^adamw's update needs params: update\(grads, state, "
+                                         r"params\)$"):
         opt.update(g, opt.init(g))
+
+
+def test_chain_reports_the_last_rate_it_holds():
+    assert optim.chain(optim.clip_by_global_norm(1.0)).learning_rate is None
+    assert optim.chain(optim.sgd(0.1), optim.clip_by_global_norm(1.0)).learning_rate == 0.1
