@@ -256,14 +256,14 @@ def test_report_applies_the_documented_rule_entry_by_entry():
                          lambda s, y: mj.losses.SVM.grad(s, y) * (1 + 1e-12),
                          mj.losses.CLASS, mj.losses.SVM.kink_state)
     spec = dataclasses.replace(matrix_spec("relu", "svm", 3, 0.1, 0.3), loss=off)
-    key, h = jax.random.key(1), 1e-3
+    key, h, reg = jax.random.key(1), 2e-3, 0.3  # not the defaults (h 1e-3, spec.reg 0.1)
     with jax.enable_x64(True):
         params, x, y = kink_problem(spec, seed=1)
-        report = mj.check_grads(params, x, y, spec, key=key, h=h, jit=False)
-        kw = dict(key=key, train=True)
+        report = mj.check_grads(params, x, y, spec, reg=reg, key=key, h=h, jit=False)
+        kw = dict(reg=reg, key=key, train=True)
         loss_hand, hand = mj.backprop(params, x, y, spec, **kw)
         loss_ad, auto = jax.value_and_grad(mj.loss)(params, x, y, spec, **kw)
-        s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, **kw), params)
+        s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, key=key, train=True), params)
         s = np.asarray(s)
         eps = np.finfo(np.float64).eps
         (rounding,) = pullback(jnp.asarray(eps * (1.0 + np.abs(s)) / len(s)))
@@ -324,6 +324,21 @@ def test_fd_chunks_looped_not_unrolled(x64):
     ref = ravel_pytree(jax.grad(mj.loss)(params, x, y, spec))[0][entries]
     np.testing.assert_allclose(g8, ref, rtol=1e-7, atol=1e-10)
     assert not s8.any()  # tanh and softmax have no kinks
+
+
+def test_fd_picks_sample_by_seed_without_repeats():
+    from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF, _fd_picks
+    sizes = [FD_FULL_LIMIT, 300, 7]
+    picks = _fd_picks(sizes, "auto", seed=3)  # 4,403 parameters: sampled
+    assert [p.size for p in picks] == [FD_SAMPLE_PER_LEAF, FD_SAMPLE_PER_LEAF, 7]
+    for p, n in zip(picks, sizes):
+        assert np.all(np.diff(p) > 0) and p[0] >= 0 and p[-1] < n  # sorted, distinct, in range
+    again, other = _fd_picks(sizes, "auto", seed=3), _fd_picks(sizes, "auto", seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(picks, again))
+    assert not np.array_equal(picks[0], other[0])
+    assert [p.size for p in _fd_picks([FD_FULL_LIMIT], "auto", 0)] == [FD_FULL_LIMIT]
+    assert [p.size for p in _fd_picks(sizes, None, 0)] == sizes
+    assert [p.size for p in _fd_picks(sizes, 10, 0)] == [10, 10, 7]
 
 
 def test_chunk_size_respects_memory_budget():
