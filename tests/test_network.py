@@ -268,7 +268,8 @@ def test_bad_inputs_name_expected_and_given():
         (lambda: mj.loss(params, x, np.zeros(6), spec), "integer class labels"),
         (lambda: mj.loss(params, x, np.full(6, 3), spec), r"labels in \[0, 2\]"),
         (lambda: mj.loss(params, x, np.full(6, -1), spec), r"labels in \[0, 2\]"),
-        (lambda: mj.init_params(0, spec), "jax.random key"),
+        (lambda: mj.init_params(0, spec),
+         r"^init_params needs a jax.random key, e.g. jax.random.key\(0\); got 0$"),
         (lambda: mj.forward(params[:1], x, spec), "tuple of 2 layer dicts"),
         (lambda: mj.forward((params[0], {"W": params[1]["W"]}), x, spec), "keys"),
         (lambda: mj.forward((params[0], {"W": np.zeros((3, 4)), "b": np.zeros(3)}), x, spec),
@@ -276,7 +277,8 @@ def test_bad_inputs_name_expected_and_given():
         (lambda: mj.validate(params, np.where(np.eye(6, 4), np.nan, 0), y, spec),
          "non-finite value"),
         (lambda: mj.forward(params, x, mj.MLPSpec((4, 5, 3), dropout=0.5), train=True),
-         "needs a jax.random key"),
+         r"^training mode with dropout=0.5, input_noise=0.0 needs a jax.random key, e.g. "
+         r"jax.random.key\(0\); got None$"),
     ]
     for call, match in cases:
         with pytest.raises((ValueError, TypeError), match=match):
@@ -315,6 +317,27 @@ def test_input_noise_is_gaussian_with_its_std_in_training_only(x64):
     np.testing.assert_allclose(noise.std(0), 0.5, rtol=0.02)
     assert np.abs(np.corrcoef(noise.T) - np.eye(3)).max() < 0.03
     np.testing.assert_array_equal(mj.forward(params, x, spec, train=False), x)
+
+
+def test_training_mode_draws_noise_and_each_layers_mask_from_its_own_key():
+    """key splits into one key per layer: the first for input noise, then one per hidden
+    layer's dropout mask (so layers never share a mask); with nothing random, training
+    mode needs no key at all."""
+    spec = mj.MLPSpec((4, 6, 6, 3), activation="tanh", dropout=0.5, input_noise=0.2)
+    params = mj.init_params(jax.random.key(0), spec)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    key = jax.random.key(7)
+    _, cache = mj.network.forward_with_cache(params, x, spec, key=key, train=True)
+    keys = jax.random.split(key, 3)
+    np.testing.assert_array_equal(
+        cache[0]["x"], x + 0.2 * np.asarray(jax.random.normal(keys[0], x.shape)))
+    for layer in (0, 1):
+        np.testing.assert_array_equal(cache[layer]["mask"], mj.layers.dropout_mask(
+            keys[layer + 1], 0.5, (5, 6), jnp.float32))
+    assert not np.array_equal(cache[0]["mask"], cache[1]["mask"])
+    plain = mj.MLPSpec((4, 6, 3))
+    np.testing.assert_array_equal(mj.forward(mj.init_params(key, plain), x, plain, train=True),
+                                  mj.forward(mj.init_params(key, plain), x, plain))
 
 
 @pytest.mark.parametrize("kwargs", [dict(activation="tanh", input_noise=0.3, dropout=0.2),
