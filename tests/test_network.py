@@ -231,6 +231,11 @@ def test_dropout_is_inverted_and_identity_at_eval():
     np.testing.assert_array_equal(c, mj.forward(params, x, half, key=jax.random.key(1),
                                                 train=True))
     assert not np.array_equal(c, a)
+    y, kw = np.array([0, 1, 2, 0]), dict(key=jax.random.key(1), train=True)
+    over = mj.loss(params, x, y, spec, dropout=jnp.asarray(0.5), **kw)
+    assert over == mj.loss(params, x, y, half, **kw) != mj.loss(params, x, y, spec, **kw)
+    chex.assert_trees_all_equal(mj.backprop(params, x, y, spec, dropout=jnp.asarray(0.5), **kw),
+                                mj.backprop(params, x, y, half, **kw))
 
 
 BAD = [
