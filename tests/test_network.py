@@ -183,6 +183,68 @@ def test_grads_keep_structure_and_dtype():
     assert jax.tree.structure(grads) == jax.tree.structure(params)
 
 
+def test_every_array_keeps_the_specs_dtype_with_float64_enabled(x64):
+    """With float64 on (as a float64 user runs), a float32 net stays float32: its params,
+    the loss (squared loss on float64 targets included) and every gradient, also with reg
+    given as a float64 numpy scalar; float64 and bfloat16 nets keep theirs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))  # float64
+    for dtype in ("float32", "float64", "bfloat16"):
+        for loss_name in ("softmax", "squared"):
+            spec = mj.MLPSpec((4, 5, 3), loss=loss_name, dtype=dtype)
+            params = mj.init_params(jax.random.key(0), spec)
+            y = labels_for(spec, 6, rng)
+            for reg in (None, np.float64(0.1)):
+                value, grads = mj.backprop(params, x, y, spec, reg=reg)
+                arrays = [mj.loss(params, x, y, spec, reg=reg), value,
+                          *jax.tree.leaves(params), *jax.tree.leaves(grads)]
+                assert {str(a.dtype) for a in arrays} == {dtype}, (dtype, loss_name, reg)
+
+
+def test_cache_holds_each_layers_input_and_pre_activation(x64):
+    """forward_with_cache is evaluation mode unless asked (no key needed, dropout on in the
+    spec), and its cache is what its docstring promises, against numpy: each layer's input
+    x and pre-activation z (the last z is the scores), each hidden layer's activation a."""
+    spec = mj.MLPSpec((4, 5, 6, 3), activation="tanh", dropout=0.5, dtype="float64")
+    params = mj.init_params(jax.random.key(0), spec)
+    h = np.random.default_rng(0).normal(size=(7, 4))
+    scores, cache = mj.network.forward_with_cache(params, h, spec)
+    assert len(cache) == 3
+    for layer, p in enumerate(params):
+        z = h @ np.asarray(p["W"]).T + np.asarray(p["b"])
+        np.testing.assert_allclose(cache[layer]["x"], h, rtol=1e-13)
+        np.testing.assert_allclose(cache[layer]["z"], z, rtol=1e-13)
+        if layer < 2:
+            h = np.tanh(z)
+            np.testing.assert_allclose(cache[layer]["a"], h, rtol=1e-13)
+            assert "mask" not in cache[layer]
+    np.testing.assert_array_equal(cache[-1]["z"], scores)
+
+
+@pytest.mark.parametrize("W_shape", [(3, 4), (2, 3, 4)], ids=["plain", "maxout"])
+def test_affine_backward_is_the_vjp_of_affine(W_shape, x64):
+    """dW, db, dx against jax.vjp of the affine map, for plain and maxout weights; dx is
+    skipped only when asked (need_dx=False, the first layer's)."""
+    rng = np.random.default_rng(0)
+    x, W, b = rng.normal(size=(5, 4)), rng.normal(size=W_shape), rng.normal(size=W_shape[:-1])
+    z, vjp = jax.vjp(mj.layers.affine, x, W, b)
+    dz = rng.normal(size=z.shape)
+    want_dx, want_dW, want_db = vjp(jnp.asarray(dz))
+    dW, db, dx = mj.layers.affine_backward(dz, x, W)
+    for got, want in [(dW, want_dW), (db, want_db), (dx, want_dx)]:
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert mj.layers.affine_backward(dz, x, W, need_dx=False)[2] is None
+
+
+def test_only_a_jax_random_key_is_taken_as_a_key():
+    spec = mj.MLPSpec((4, 5, 3), dropout=0.5)
+    params = mj.init_params(jax.random.key(0), spec)
+    for bad in (None, 0, 1.5, [0, 1], "0"):
+        with pytest.raises(TypeError, match=r"^training mode with dropout=0.5, input_noise=0.0 "
+                           r"needs a jax.random key, e.g. jax.random.key\(0\); got "):
+            mj.forward(params, np.ones((2, 4)), spec, key=bad, train=True)
+
+
 def test_bfloat16_stays_bfloat16_and_near_float32():
     """Every activation and every loss in bfloat16: in training mode (dropout and noise on)
     the loss and every gradient stay bfloat16 (a float32 constant anywhere would upcast the

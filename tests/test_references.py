@@ -69,6 +69,15 @@ def test_built_ins_carry_their_own_names():
         mj.activations.elementwise("maxout")
 
 
+def test_elementwise_defaults_are_the_lectures(x64):
+    """Not given, leaky ReLU's slope is CS231n's 0.01 and ELU's alpha is 1."""
+    z = jnp.asarray([-2.0, 3.0])
+    np.testing.assert_allclose(mj.activations.elementwise("leaky_relu").fn(z), [-0.02, 3.0],
+                               rtol=1e-15)
+    np.testing.assert_allclose(mj.activations.elementwise("elu").fn(z), [np.expm1(-2.0), 3.0],
+                               rtol=1e-15)
+
+
 def test_gelu_tanh_reference_is_the_papers_formula(x64):
     """jax.nn.gelu(approximate=True) is Hendrycks & Gimpel's tanh form (so the reference
     above pins the constant 0.044715)."""
