@@ -368,6 +368,33 @@ def test_large_net_samples_fd_and_covers_all_of_autodiff():
             mj.check_grads(params, x, y, spec, fd_entries=bad)
 
 
+def test_check_grads_defaults_do_what_its_docstring_says():
+    """A key means training mode unless train=False; labels are validated first; up to
+    FD_FULL_LIMIT parameters every entry is finite-differenced, even in a leaf larger than
+    a sample; above it, the sample is seed 0's unless another seed is given."""
+    from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF
+    spec = mj.MLPSpec((20, 30, 3), activation="tanh", dropout=0.5)  # 723 parameters
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    x, y, key = rng.normal(size=(6, 20)), rng.integers(0, 3, 6), jax.random.key(1)
+    plain = mj.check_grads(params, x, y, spec)
+    assert [leaf.fd_entries for leaf in plain.leaves] == [600, 30, 90, 3]
+    assert 600 > FD_SAMPLE_PER_LEAF
+    evaluated = mj.check_grads(params, x, y, spec, key=key, train=False)
+    trained = mj.check_grads(params, x, y, spec, key=key)
+    assert evaluated.loss_hand == plain.loss_hand != trained.loss_hand
+    assert "dropout=0," in str(evaluated) and "dropout=0.5," in str(trained)
+    with pytest.raises(ValueError, match=r"labels in \[0, 2\]"):
+        mj.check_grads(params, x, np.full(6, 3), spec)
+    big = mj.MLPSpec((90, 50, 3), activation="tanh")  # 4,703 parameters: sampled
+    assert 90 * 50 + 50 + 150 + 3 > FD_FULL_LIMIT
+    params = mj.init_params(jax.random.key(0), big)
+    x = rng.normal(size=(6, 90))
+    by_seed = {seed: mj.check_grads(params, x, y, big, seed=seed) for seed in (0, 1)}
+    default = mj.check_grads(params, x, y, big)
+    assert default.leaves[0].fd == by_seed[0].leaves[0].fd != by_seed[1].leaves[0].fd
+
+
 @pytest.mark.slow
 def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
