@@ -381,9 +381,14 @@ def test_check_grads_defaults_do_what_its_docstring_says():
     assert [leaf.fd_entries for leaf in plain.leaves] == [600, 30, 90, 3]
     assert 600 > FD_SAMPLE_PER_LEAF
     evaluated = mj.check_grads(params, x, y, spec, key=key, train=False)
-    trained = mj.check_grads(params, x, y, spec, key=key)
+    trained = mj.check_grads(params, x, y, spec, key=key, reg=0.3)
     assert evaluated.loss_hand == plain.loss_hand != trained.loss_hand
-    assert "dropout=0," in str(evaluated) and "dropout=0.5," in str(trained)
+    head = "sizes=(20, 30, 3), activation=tanh, loss=softmax, "
+    assert evaluated.spec_summary == head + "reg=0.0, dropout=0, N=6"
+    assert trained.spec_summary == head + "reg=0.3, dropout=0.5, N=6"
+    assert str(trained).startswith(f"gradient check: {head}reg=0.3, dropout=0.5, N=6\n")
+    assert [leaf.fd_entries for leaf in mj.check_grads(params, x, y, spec, fd_entries=1).leaves] \
+        == [1, 1, 1, 1]
     with pytest.raises(ValueError, match=r"labels in \[0, 2\]"):
         mj.check_grads(params, x, np.full(6, 3), spec)
     big = mj.MLPSpec((90, 50, 3), activation="tanh")  # 4,703 parameters: sampled
@@ -393,6 +398,31 @@ def test_check_grads_defaults_do_what_its_docstring_says():
     by_seed = {seed: mj.check_grads(params, x, y, big, seed=seed) for seed in (0, 1)}
     default = mj.check_grads(params, x, y, big)
     assert default.leaves[0].fd == by_seed[0].leaves[0].fd != by_seed[1].leaves[0].fd
+
+
+@pytest.mark.parametrize("term,kwargs", [
+    ("autodiff floor", dict(floor_autodiff=1e3, ad_noise=0.0)),
+    ("autodiff noise", dict(floor_autodiff=0.0, ad_noise=1e6)),
+    ("fd noise", dict(fd_noise=1e6, fd_trunc=0.0)),
+    ("fd trunc", dict(fd_noise=0.0, fd_trunc=1e6, tol_fd=0.0))])
+def test_each_allowance_term_is_named_where_it_decides(term, kwargs):
+    """`decided` names the term that set the worst entry's allowance: made to dominate,
+    each absolute term is the one every leaf reports."""
+    spec = mj.MLPSpec((20, 30, 3), activation="tanh")
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    report = mj.check_grads(params, rng.normal(size=(6, 20)), rng.integers(0, 3, 6), spec,
+                            **kwargs)
+    reference, name = term.split()
+    assert {getattr(leaf, reference).decided for leaf in report.leaves} == {name}
+
+
+def test_a_leaf_with_nothing_to_compare_passes_showing_nothing():
+    """Every entry left out (all straddle a kink): nothing compared, nothing used."""
+    c = Comparison.of(np.ones(3), np.zeros(3), 1e-10, {"floor": 0.0}, include=np.zeros(3, bool))
+    assert (c.rel_error, c.used, c.decided, c.worst_index, c.checked, c.absolute_used) == \
+        (0.0, 0.0, "-", (), 0, 0.0)
+    assert np.isnan(c.hand) and np.isnan(c.reference) and c.passed
 
 
 @pytest.mark.slow
