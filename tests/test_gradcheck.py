@@ -217,6 +217,26 @@ def test_rule_nan_fails_and_excluded_entries_are_ignored():
     assert not Comparison.of(wrong_but_excluded, ref, 1e-10, floor).passed
 
 
+def test_rule_edge_cases_report_exact_numbers_and_warn_nothing():
+    """NaN is used = inf (not NaN); an excluded entry is neither the worst nor counted in
+    absolute_used; an exact zero with zero allowance needs nothing (0, not 0/0); and
+    zero allowances divide silently (no RuntimeWarning reaches the user)."""
+    import warnings
+
+    ref = np.array([1.0, 2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Comparison.of(np.array([1.0, np.nan, 3.0]), ref, 1e-10, {"floor": 0.0}).used \
+            == np.inf
+        c = Comparison.of(np.array([1.0, 5.0, 3.0]), ref, 1e-10, {"floor": 1e-14},
+                          include=np.array([True, False, True]))
+        assert (c.used, c.absolute_used, c.worst_index) == (0.0, 0.0, (0,))
+        zero = Comparison.of(np.zeros(3), np.zeros(3), 1e-10, {"floor": 0.0})
+        assert (zero.used, zero.absolute_used) == (0.0, 0.0)
+        tiny = Comparison.of(np.array([0, 1e-300, 0]), np.zeros(3), 0.0, {"floor": 0.0})
+        assert (tiny.used, tiny.worst_index, tiny.passed) == (np.inf, (1,), False)
+
+
 def test_zero_scale_layer_is_judged_relatively():
     """A layer whose true gradient is all zero has no floor: any nonzero hand value fails."""
     assert Comparison.of(np.zeros(3), np.zeros(3), 1e-10, {"floor": 0.0}).passed
