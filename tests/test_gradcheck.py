@@ -368,6 +368,27 @@ def test_chunk_size_respects_memory_budget():
         assert 1 <= B <= 256 and (B == 1 or 6 * B * P * 8 <= FD_CHUNK_BYTES)
 
 
+def test_fd_chunk_is_the_most_float64_copies_the_budget_holds():
+    """Six perturbed float64 copies of the P parameters per entry: the chunk is as many
+    entries as FD_CHUNK_BYTES holds, between 1 and 256 (float32 copies: about twice as
+    many)."""
+    from mlp_jax.gradcheck import FD_CHUNK_BYTES, fd_chunk_size
+    for P in (10, 4096, 79_510, 10**7):
+        assert fd_chunk_size(P) == max(1, min(256, FD_CHUNK_BYTES // (6 * 8 * P)))
+    assert (fd_chunk_size(79_510), fd_chunk_size(79_510, itemsize=4)) == (8, 17)
+
+
+def test_finite_differences_are_in_evaluation_mode_unless_asked(x64):
+    spec = mj.MLPSpec((3, 4, 2), activation="tanh", dropout=0.5)
+    params = mj.init_params(jax.random.key(0), spec)
+    x, y, key = np.ones((2, 3)), np.array([0, 1]), jax.random.key(1)
+    default, evaluated, trained = (
+        mj.finite_differences(params, x, y, spec, key=key, **kw)[0]
+        for kw in ({}, dict(train=False), dict(train=True)))
+    np.testing.assert_array_equal(default, evaluated)
+    assert not np.array_equal(default, trained)
+
+
 def test_large_net_samples_fd_and_covers_all_of_autodiff():
     from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF
     spec = mj.MLPSpec((100, 50, 10), activation="relu", loss="svm")  # 5,560 parameters
