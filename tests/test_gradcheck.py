@@ -92,6 +92,7 @@ def test_rel_error_is_cs231ns():
     assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert rel_error([1.0], [3.0]) == pytest.approx(0.5)
     assert rel_error([0.0], [1e-12]) == pytest.approx(1e-4)  # the 1e-8 floor
+    assert rel_error([], []) == 0.0  # nothing compared: no error
 
 
 def softplus_spec(deriv):
@@ -259,8 +260,8 @@ def test_richardson_estimate_bounds_the_stencil_error(x64):
     # the estimate follows the error within a few percent; 1e-10 stands for rounding,
     # which check_grads covers with its noise term (~10 eps M / h = 1e-11 here)
     assert np.all(true_err <= 1.5 * np.asarray(err) + 1e-10)
-    big = true_err > 1e-8
-    np.testing.assert_allclose(np.asarray(err)[big], true_err[big], rtol=0.1)
+    big = true_err > 1e-8  # 94 entries; estimate / error seen in [0.9975, 1.0204]
+    np.testing.assert_allclose(np.asarray(err)[big], true_err[big], rtol=0.03)
 
 
 def test_report_applies_the_documented_rule_entry_by_entry():
@@ -320,6 +321,24 @@ def test_report_applies_the_documented_rule_entry_by_entry():
 
 
 # --- Scale: memory linear in the parameter count, sampling above a size. ---------
+def test_fd_default_chunk_follows_the_parameter_count(x64):
+    """Without `chunk`, finite_differences compiles the chunk fd_chunk_size gives for its
+    parameter count (166 for these 4,204): the same temp memory, far below 256's."""
+    from mlp_jax.gradcheck import fd_chunk_size
+    spec = mj.MLPSpec((100, 40, 4), activation="tanh", loss="softmax", dtype="float64")
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 100)), rng.integers(0, 4, 5)
+    fd = jax.jit(mj.finite_differences, static_argnames=("spec", "chunk"))
+
+    def temp_bytes(chunk):
+        return fd.lower(params, x, y, spec, entries=jnp.arange(1000), chunk=chunk).compile() \
+            .memory_analysis().temp_size_in_bytes
+
+    assert fd_chunk_size(4204) == 166
+    assert temp_bytes(None) == temp_bytes(166) < 0.8 * temp_bytes(256)
+
+
 def test_fd_chunks_looped_not_unrolled(x64):
     """10x the entries: the same compiled temp memory (one chunk looped over), and
     chunked results equal the one-chunk results and jax.grad."""
