@@ -339,6 +339,18 @@ def test_fd_default_chunk_follows_the_parameter_count(x64):
     assert temp_bytes(None) == temp_bytes(166) < 0.8 * temp_bytes(256)
 
 
+def test_fd_gives_the_same_derivatives_in_any_number_of_chunks(x64):
+    """One chunk, two, or one entry per chunk: the same derivatives and straddles."""
+    spec = mj.MLPSpec((3, 4, 2), activation="relu", loss="svm", dtype="float64")
+    params, x, y = kink_problem(spec, seed=0, n=4)
+    one = mj.finite_differences(params, x, y, spec, chunk=26)  # 26 parameters
+    for chunk in (13, 14, 1):  # exactly two chunks, two with padding, 26 chunks
+        other = mj.finite_differences(params, x, y, spec, chunk=chunk)
+        for a, b in zip(one, other):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
+    assert one[2].any() and not one[2].all()  # some entries straddle a kink, not all
+
+
 def test_fd_chunks_looped_not_unrolled(x64):
     """10x the entries: the same compiled temp memory (one chunk looped over), and
     chunked results equal the one-chunk results and jax.grad."""
