@@ -119,3 +119,23 @@ def test_report_conclusions_follow_the_numbers(tmp_path):
     assert "1 of 4 seeds reach 0.97" in table and "**0.9615**" not in table
     assert "lower than the final params for 1 of 4 seeds" in table
     assert "the final loss (data + penalty) is 0.200–0.300 over 3 seeds" in table
+
+
+def test_mutation_score_counts_and_lists_what_survived():
+    """The README's mutation table: killed, survived, not run, and the listed equivalent
+    survivors counted apart (they are left out of the score)."""
+    from experiments import mutation_score as ms
+
+    codes = {"mlp_jax.losses.x_a__mutmut_1": 1, "mlp_jax.losses.x_a__mutmut_2": 1,
+             "mlp_jax.losses.x__hinge_value__mutmut_5": 0,  # listed as equivalent
+             "mlp_jax.losses.x_b__mutmut_3": 0, "mlp_jax.optim.x_c__mutmut_1": None}
+    table = ms.score(codes)
+    assert table["losses"] == {"mutants": 4, "killed": 2, "equivalent": 1, "survived": 1}
+    assert table["optim"] == {"mutants": 1, "not run": 1}
+    lines = ms.markdown(table).splitlines()
+    assert lines[2] == "| losses | 4 | 2 | 1 | 1 | 0 | 66.7% |"
+    assert lines[3] == "| optim | 1 | 0 | 0 | 0 | 1 | - |"
+    assert lines[4] == "| all | 5 | 2 | 1 | 1 | 1 | 66.7% |"
+    section = ms.section(codes)
+    assert "`losses.x__hinge_value__mutmut_5`: `[:, 0]` -> `[:, 1]`" in section
+    assert "x_b__mutmut_3" not in section and "x_elu__" not in section

@@ -1,0 +1,179 @@
+"""The README's mutation score, from mutmut's results in ``mutants/``.
+
+    mutmut run --max-children 2           # see the README's Development section
+    python -m experiments.mutation_score  # print the table and rewrite it in README.md
+
+Each mutant is killed (a test failed), survived, or not run yet. The survivors listed in
+EQUIVALENT cannot be told apart from the original by any input (each with the reason);
+every other survivor is a line no test would notice being wrong, and needs a test.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+
+from experiments.report import ROOT, rewrite
+
+START, END = "<!-- mutation:start -->", "<!-- mutation:end -->"
+
+_ONE_COLUMN = "indexes column 1 of a one-column array, which jax clamps to column 0"
+_GUARD = ("the guard only keeps exp from overflowing where `jnp.where` discards the value")
+_UPPER = "einsum labels in capitals: the same contraction"
+_FIRST_DX = "computes the first layer's dx, which backprop drops (no output changes)"
+_SPEED = "compiled or op by op, the same numbers; only the speed differs"
+_X64 = ("`asarray(x, float64)` -> `asarray(x)`: the forward converts x to the params' float64 "
+        "anyway")
+_NO_STATE = ("the empty kink state (an activation and loss without kinks) as another "
+             "constant: the centre and every stencil point share it, so nothing straddles")
+_FD64 = ("`flat.dtype` -> the default dtype: finite differences run in float64 inside "
+         "enable_x64 (their documented use), where the default is float64")
+_REL64 = ("one of a, b not converted to float64: a - b with the other float64 is float64 "
+          "either way")
+EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
+    "activations.x_elu__mutmut_9": "ELU `z > 0` -> `z > 1` in the overflow guard: " + _GUARD,
+    "activations.x_elu__mutmut_10": "ELU guard's 0.0 -> 1.0: " + _GUARD,
+    "activations.x_elu__mutmut_30": "ELU' guard `z > 0` -> `z >= 0`: " + _GUARD,
+    "activations.x_elu__mutmut_31": "ELU' guard `z > 0` -> `z > 1`: " + _GUARD,
+    "activations.x_elu__mutmut_32": "ELU' guard's 0.0 -> 1.0: " + _GUARD,
+    "activations.x_maxout__mutmut_17": "`[:, 0, :]` -> `[:, 1, :]` " + _ONE_COLUMN,
+    "activations.x_maxout_backward__mutmut_5":
+        "`reshape(1, k, 1)` -> `reshape(k, 1)`: the same broadcast against (N, k, H)",
+    "backprop.x_backprop__mutmut_65": "`need_dx` left to its default True: " + _FIRST_DX,
+    "backprop.x_backprop__mutmut_70": "`layer > 0` -> `layer >= 0`: " + _FIRST_DX,
+    "layers.x_affine__mutmut_9": _UPPER,
+    "layers.x_affine_backward__mutmut_10": _UPPER,
+    "layers.x_affine_backward__mutmut_27": _UPPER,
+    "losses.x__correct_class_score__mutmut_6":
+        "`axis=1` dropped: take_along_axis's default axis -1 is axis 1 of (N, C) scores",
+    "losses.x__logsumexp__mutmut_23": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__softmax_value__mutmut_7": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__svm_margins__mutmut_17":
+        "the one-hot mask as float 0/1 instead of bool: `jnp.where` reads it the same",
+    "losses.x__logistic_value__mutmut_2": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__logistic_grad__mutmut_3": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__hinge_value__mutmut_5": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__hinge_grad__mutmut_5": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "losses.x__hinge_kinks__mutmut_4": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
+    "network.x__check_key__mutmut_2":
+        "`key is None or ...` -> `key is None and ...`: None, ints and floats have no dtype, "
+        "so the last clause refuses them anyway",
+    "network.x_forward_with_cache__mutmut_44":
+        "input noise added when its std is 0 too: x + 0 * noise is x",
+    "optim.x_constant__mutmut_2": "`value * ones` -> `value / ones`: the same numbers",
+    "optim.x_constant__mutmut_8":
+        "`ones_like(step, float32)` -> `ones_like(step)`: an int step's ones times a float32 "
+        "value is float32 (and a float step is float32)",
+    "optim.x_constant__mutmut_10": "as the one before, with the dtype argument dropped",
+    "gradcheck.x__all_three__mutmut_73":
+        "`finfo(scores.dtype)` -> `finfo(None)`: the check always runs in float64, the default",
+    "gradcheck.x_check_grads__mutmut_5": "`jit` defaults to False: " + _SPEED,
+    "gradcheck.x_check_grads__mutmut_62": "`jit` ignored: " + _SPEED,
+    "gradcheck.x_check_grads__mutmut_34": _X64,
+    "gradcheck.x_check_grads__mutmut_101":
+        "`finfo(np.float64)` -> `finfo(None)`: numpy's default is float64",
+    "gradcheck.x_check_grads__mutmut_115":
+        "`max(..., initial=0.0)` -> `initial=None`: no leaf is empty (sizes are positive)",
+    "gradcheck.x_check_grads__mutmut_117": "`initial=0.0` dropped: as the one before",
+    "gradcheck.xǁComparisonǁof__mutmut_31": '`float("nan")` -> `float("NAN")`: the same NaN',
+    "gradcheck.xǁComparisonǁof__mutmut_34": '`float("nan")` -> `float("NAN")`: the same NaN',
+    "gradcheck.xǁComparisonǁof__mutmut_108":
+        "excluded entries' used -1 -> -2: any included entry's used (>= 0) is above both",
+    "gradcheck.x_rel_error__mutmut_3": _REL64,
+    "gradcheck.x__kink_state__mutmut_12":
+        "kink state `z > k` -> `z >= k`: the two differ only when a stencil point lands exactly "
+        "on a kink and the centre does not; the activation is continuous there, so including "
+        "or leaving out that entry are both right",
+    "gradcheck.x__kink_state__mutmut_21": _NO_STATE,
+    "gradcheck.x__kink_state__mutmut_23": _NO_STATE,
+    "gradcheck.x__kink_state__mutmut_24": _NO_STATE,
+    "gradcheck.x__kink_state__mutmut_26":
+        "kink states as floats instead of int32: `!=` compares them the same",
+    "gradcheck.x_fd_chunk_size__mutmut_13":
+        "`//` -> `/` inside `int(...)` of a positive number: the same floor",
+    "gradcheck.x_finite_differences__mutmut_15": _FD64,
+    "gradcheck.x_finite_differences__mutmut_134":
+        "the single chunk as `padded[1]` of a one-row array: jax clamps the index to row 0",
+    "gradcheck.x_finite_differences__mutmut_77": _FD64,
+    "gradcheck.x_finite_differences__mutmut_79": _FD64,
+    "gradcheck.x_finite_differences__mutmut_113":
+        "`fd_chunk_size(P, itemsize)` -> its default itemsize 8: float64's, the documented use",
+    "gradcheck.x_finite_differences__mutmut_63": _FD64,
+    "gradcheck.x_finite_differences__mutmut_65": _FD64,
+    "gradcheck.x_finite_differences__mutmut_69": _FD64,
+    "gradcheck.x_finite_differences__mutmut_71": _FD64,
+    "gradcheck.x_rel_error__mutmut_5": _REL64,
+    "gradcheck.x_rel_error__mutmut_7": _REL64,
+    "gradcheck.x_rel_error__mutmut_9": _REL64,
+    "gradcheck.x__fd_picks__mutmut_25":
+        "`fd_entries >= n` -> `> n`: at n, a sorted sample of all n entries is every entry",
+    "gradcheck.x__fd_picks__mutmut_29":
+        "`replace=False` -> `replace=None`: numpy reads None as False (the same draw)",
+    "gradcheck.x_check_grads__mutmut_36": _X64,
+}
+
+
+def load(root: str = os.path.join(ROOT, "mutants")) -> dict[str, int | None]:
+    """mutmut's exit code per mutant: 1 killed, 0 survived, None not run (others: rerun)."""
+    codes = {}
+    for path in sorted(glob.glob(os.path.join(root, "mlp_jax", "*.meta"))):
+        with open(path) as f:
+            codes.update(json.load(f)["exit_code_by_key"])
+    return codes
+
+
+def score(codes: dict[str, int | None], equivalent=EQUIVALENT) -> dict[str, collections.Counter]:
+    """Per module: mutants, killed, equivalent, survived (not equivalent), not run."""
+    table = collections.defaultdict(collections.Counter)
+    for name, code in codes.items():
+        short = name.removeprefix("mlp_jax.")
+        row = table[short.split(".")[0]]
+        row["mutants"] += 1
+        if code == 1:
+            row["killed"] += 1
+        elif code == 0:
+            row["equivalent" if short in equivalent else "survived"] += 1
+        else:
+            row["not run"] += 1
+    return table
+
+
+def markdown(table) -> str:
+    cols = ["mutants", "killed", "equivalent", "survived", "not run"]
+    lines = ["| module | " + " | ".join(cols) + " | score |", "|---" * (len(cols) + 2) + "|"]
+    total = collections.Counter()
+    for module in sorted(table):
+        total.update(table[module])
+    for module, row in [*sorted(table.items()), ("all", total)]:
+        run = row["killed"] + row["survived"]
+        share = f"{row['killed'] / run:.1%}" if run else "-"
+        lines.append(f"| {module} | " + " | ".join(str(row[c]) for c in cols) + f" | {share} |")
+    return "\n".join(lines)
+
+
+def section(codes) -> str:
+    found = {n.removeprefix("mlp_jax.") for n, c in codes.items() if c == 0}
+    listed = [f"- `{name}`: {why}" for name, why in EQUIVALENT.items() if name in found]
+    lines = [START, "", markdown(score(codes)), "",
+             "Score: killed / (killed + survived); the equivalent survivors are left out.", "",
+             f"<details><summary>The {len(listed)} equivalent survivors, each with why no "
+             "input tells it apart</summary>", "", *listed, "", "</details>"]
+    return "\n".join([*lines, "", END])
+
+
+if __name__ == "__main__":
+    codes = load()
+    if not codes:
+        raise SystemExit("no mutmut results in mutants/: run `mutmut run` first")
+    missing = [n for n, c in codes.items() if c == 0 and n[len("mlp_jax."):] not in EQUIVALENT]
+    print(markdown(score(codes)))
+    for name in missing:
+        print(f"survived, not known equivalent: {name} (`mutmut show {name}`)")
+    path = os.path.join(ROOT, "README.md")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(rewrite(text, START, END, section(codes)))
+    print(f"rewrote the mutation score in {path}")
