@@ -35,33 +35,40 @@ def apply_updates(params, updates):
     return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
 
 
-def _at(lr: ScalarOrSchedule, count):
-    return lr(count) if callable(lr) else lr
+def _at(lr: ScalarOrSchedule, count, grads):
+    """The learning rate at update ``count``, in the dtype of the gradients (so float64
+    training is float64 throughout, and half precision is not upcast)."""
+    return jnp.asarray(lr(count) if callable(lr) else lr, jax.tree.leaves(grads)[0].dtype)
 
 
 def _zeros(params):
     return jax.tree.map(jnp.zeros_like, params)
 
 
-# --- Schedules: step -> learning rate. ----------------------------------------
+# --- Schedules: step -> learning rate, computed in the widest float enabled (float64 ---
+# under jax_enable_x64), so a float64 run's rates are not float32's rounded.
+def _float(step):
+    return jnp.asarray(step, jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
 def constant(value) -> Schedule:
-    return lambda step: jnp.asarray(value, jnp.float32) * jnp.ones_like(step, jnp.float32)
+    return lambda step: jnp.full(jnp.shape(step), value, _float(step).dtype)
 
 
 def step_decay(init_value, decay: float, steps_per_epoch: int) -> Schedule:
     """CS231n's Solver: multiply by ``decay`` (its ``lr_decay``) after every epoch."""
-    return lambda step: init_value * decay ** (step // steps_per_epoch)
+    return lambda step: init_value * decay ** _float(step // steps_per_epoch)
 
 
 def exponential(init_value, rate: float, decay_steps: int) -> Schedule:
     """``init_value * rate ** (step / decay_steps)`` (smooth exponential decay)."""
-    return lambda step: init_value * rate ** (step / decay_steps)
+    return lambda step: init_value * rate ** (_float(step) / decay_steps)
 
 
 def cosine(init_value, decay_steps: int, alpha: float = 0.0) -> Schedule:
     """Cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``, then flat."""
     def schedule(step):
-        t = jnp.minimum(step, decay_steps) / decay_steps
+        t = _float(jnp.minimum(step, decay_steps)) / decay_steps
         return init_value * ((1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * t)) + alpha)
     return schedule
 
@@ -70,7 +77,7 @@ def linear_warmup(peak_value, warmup_steps: int, after: Schedule | None = None) 
     """Linear from ``peak/warmup_steps`` to ``peak`` over ``warmup_steps`` updates, then ``after``
     (counted from the end of warm-up; constant ``peak`` if None)."""
     def schedule(step):
-        warm = peak_value * jnp.minimum(step + 1, warmup_steps) / warmup_steps
+        warm = peak_value * _float(jnp.minimum(step + 1, warmup_steps)) / warmup_steps
         if after is None:
             return warm
         return jnp.where(step < warmup_steps, warm, after(jnp.maximum(step - warmup_steps, 0)))
@@ -88,7 +95,7 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
         return SgdState(jnp.zeros([], jnp.int32))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count)
+        lr = _at(learning_rate, state.count, grads)
         return jax.tree.map(lambda g: -lr * g, grads), SgdState(state.count + 1)
 
     return GradientTransformation(init, update, learning_rate)
@@ -105,7 +112,7 @@ def momentum(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
         return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count)
+        lr = _at(learning_rate, state.count, grads)
         v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
         return v, MomentumState(state.count + 1, v)
 
@@ -119,7 +126,7 @@ def nesterov(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
         return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count)
+        lr = _at(learning_rate, state.count, grads)
         v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
         updates = jax.tree.map(lambda vp, vn: -mu * vp + (1 + mu) * vn, state.velocity, v)
         return updates, MomentumState(state.count + 1, v)
@@ -138,7 +145,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay_rate=0.99, eps=1e-8) -> Gradi
         return RmsPropState(jnp.zeros([], jnp.int32), _zeros(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count)
+        lr = _at(learning_rate, state.count, grads)
         cache = jax.tree.map(lambda c, g: decay_rate * c + (1 - decay_rate) * g * g,
                              state.cache, grads)
         updates = jax.tree.map(lambda g, c: -lr * g / (jnp.sqrt(c) + eps), grads, cache)
@@ -164,7 +171,7 @@ def adam(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
         return AdamState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count)
+        lr = _at(learning_rate, state.count, grads)
         t = state.count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)

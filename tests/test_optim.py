@@ -136,20 +136,45 @@ def test_optimizer_on_mlp(name, x64):
         np.testing.assert_allclose(xs[k], xr[k], rtol=1e-6, atol=1e-12)
 
 
-def test_schedules_closed_form():
-    steps = jnp.arange(0, 500, 7)
-    s = np.asarray(steps, float)
-    np.testing.assert_allclose(optim.step_decay(0.1, 0.95, 50)(steps), 0.1 * 0.95 ** (s // 50),
-                               rtol=1e-6)
-    np.testing.assert_allclose(optim.exponential(0.1, 0.5, 100)(steps), 0.1 * 0.5 ** (s / 100),
-                               rtol=1e-6)
-    cos = 0.1 * (0.9 * 0.5 * (1 + np.cos(np.pi * np.minimum(s, 300) / 300)) + 0.1)
-    np.testing.assert_allclose(optim.cosine(0.1, 300, alpha=0.1)(steps), cos, rtol=1e-5)
-    np.testing.assert_allclose(optim.constant(0.3)(steps), 0.3)
-    warm = optim.linear_warmup(0.2, 10, optim.cosine(0.2, 100))(steps)
-    ref = np.where(s < 10, 0.2 * (s + 1) / 10,
-                   0.2 * 0.5 * (1 + np.cos(np.pi * np.minimum(s - 10, 100) / 100)))
-    np.testing.assert_allclose(warm, ref, rtol=1e-5, atol=1e-7)
+@pytest.mark.parametrize("x64_on,rtol,atol", [(False, 1e-5, 1e-7), (True, 1e-14, 1e-16)])
+def test_schedules_closed_form(x64_on, rtol, atol):
+    """Every schedule against its formula in numpy float64: to float32 rounding by default,
+    and in float64 (1e-14) when x64 is on, so a float64 run gets float64 rates (float32's
+    are ~1e-9 off). The absolute term is for the cosine's cancellation near its end."""
+    with jax.enable_x64(x64_on):
+        steps = jnp.arange(0, 500, 7)  # int32, as an optimizer's count
+        s = np.asarray(steps, float)
+        cos = 0.1 * (0.9 * 0.5 * (1 + np.cos(np.pi * np.minimum(s, 300) / 300)) + 0.1)
+        cases = {
+            "step_decay": (optim.step_decay(0.1, 0.95, 50), 0.1 * 0.95 ** (s // 50)),
+            "exponential": (optim.exponential(0.1, 0.5, 100), 0.1 * 0.5 ** (s / 100)),
+            "cosine": (optim.cosine(0.1, 300, alpha=0.1), cos),
+            "constant": (optim.constant(0.3), np.full_like(s, 0.3)),
+            "warmup": (optim.linear_warmup(0.2, 10), 0.2 * np.minimum(s + 1, 10) / 10),
+            "warmup_after": (optim.linear_warmup(0.2, 10, optim.cosine(0.2, 100)),
+                             np.where(s < 10, 0.2 * (s + 1) / 10, 0.2 * 0.5 * (
+                                 1 + np.cos(np.pi * np.minimum(s - 10, 100) / 100)))),
+        }
+        for name, (schedule, ref) in cases.items():
+            rate = schedule(steps)
+            assert rate.dtype == (jnp.float64 if x64_on else jnp.float32), name
+            np.testing.assert_allclose(rate, ref, rtol=rtol, atol=atol, err_msg=name)
+
+
+def test_rates_take_the_gradients_dtype(x64):
+    """An update in float64 uses the float64 rate (not float32's, 1e-8 off); float32 and
+    bfloat16 params get theirs in their own dtype."""
+    t = 37
+    exact = 0.1 * 0.5 * (1 + np.cos(np.pi * t / 300))
+    for dtype in ("float64", "float32", "bfloat16"):
+        for opt in (optim.sgd(optim.cosine(0.1, 300)), optim.sgd(exact)):
+            p = {"w": jnp.ones(3, dtype)}
+            state = opt.init(p)._replace(count=jnp.int32(t if callable(
+                opt.learning_rate) else 0))
+            u, _ = opt.update(p, state, p)
+            assert u["w"].dtype == dtype
+            want = np.asarray(-jnp.asarray(exact, dtype), np.float64)
+            np.testing.assert_array_equal(np.asarray(u["w"], np.float64), want)
 
 
 def test_schedule_drives_the_update():
@@ -220,13 +245,6 @@ def test_chain_of_clip_and_adamw_equals_the_two_written_out(x64):
 def test_clip_of_zero_gradients_is_zero_not_nan():
     u, _ = optim.clip_by_global_norm(1.0).update({"a": jnp.zeros(3)}, optim.EmptyState())
     np.testing.assert_array_equal(u["a"], np.zeros(3))
-
-
-def test_constant_schedule_is_float32(x64):
-    for value in (0.1, np.float64(0.1), jnp.asarray(0.1, jnp.float64)):
-        rate = optim.constant(value)(jnp.arange(3))
-        assert rate.dtype == jnp.float32 and rate.shape == (3,)
-        np.testing.assert_array_equal(rate, np.float32(0.1))
 
 
 def test_warmup_hands_over_to_after_at_its_step_0():
