@@ -131,15 +131,15 @@ temp_bytes = {}
 for grad in ("backprop", "autodiff"):
     step = train.make_train_step(spec, opt, grad)
     state = train.init_state(jax.random.key(0), spec, opt)
-    x, y, reg = jnp.asarray(Xb), jnp.asarray(yb), jnp.float32(REG)
+    x, y, hyper = jnp.asarray(Xb), jnp.asarray(yb), spec.hyper(jnp.float32)
     box = [state]
 
-    def run_step(step=step, box=box, x=x, y=y, reg=reg):
-        box[0], loss = step(box[0], x, y, reg)
+    def run_step(step=step, box=box, x=x, y=y, hyper=hyper):
+        box[0], loss = step(box[0], x, y, hyper)
         block(loss)
 
     fns[grad] = run_step
-    mem = step.lower(state, x, y, reg).compile().memory_analysis()
+    mem = step.lower(state, x, y, hyper).compile().memory_analysis()
     temp_bytes[grad] = getattr(mem, "temp_size_in_bytes", None)
 
 
@@ -275,15 +275,15 @@ configs = sweep.grid(seeds=range(4), lrs=(1.0, 0.5, 0.2, 0.1), regs=(1e-4, 5e-4,
 run = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
 keys = jnp.stack([jax.random.key(c["seed"]) for c in configs])
 lrs = jnp.asarray([c["lr"] for c in configs])
-regs = jnp.asarray([c["reg"] for c in configs])
-zeros = jnp.zeros(len(configs))
-t_sweep = median_time(lambda: block(run(keys, lrs, regs, zeros, X, Y)), repeats=3, warmup=1)
+hypers = mj.Hyper(jnp.asarray([c["reg"] for c in configs]), *2 * [jnp.zeros(len(configs))])
+t_sweep = median_time(lambda: block(run(keys, lrs, hypers, X, Y)), repeats=3, warmup=1)
 single = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
 
 
 def sequential():
     for i in range(len(configs)):  # the same compiled program, one configuration at a time
-        out = single(keys[i:i + 1], lrs[i:i + 1], regs[i:i + 1], zeros[i:i + 1], X, Y)
+        out = single(keys[i:i + 1], lrs[i:i + 1], jax.tree.map(lambda a, i=i: a[i:i + 1], hypers),
+                     X, Y)
     block(out)
 
 

@@ -92,7 +92,7 @@ for loss_name, labels in (("logistic", (0, 1)), ("hinge", (-1, 1))):
 spec = mj.MLPSpec((30, 1), loss="logistic", reg=REG)
 p = mj.init_params(jax.random.key(1), spec)
 _, g_reg = mj.backprop(p, Xtr, np.where(ytr == 1, 1, 0), spec)
-_, g_0 = mj.backprop(p, Xtr, np.where(ytr == 1, 1, 0), spec, reg=0.0)
+_, g_0 = mj.backprop(p, Xtr, np.where(ytr == 1, 1, 0), spec, hyper=spec.hyper()._replace(reg=0.0))
 lr = 0.1
 decay = 1 - float(np.median((lr * (g_reg[0]["W"] - g_0[0]["W"]) / p[0]["W"]) * -1 + 1))
 results["forgetting"] = {"lr": lr, "measured_decay_per_step": decay,

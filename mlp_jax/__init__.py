@@ -25,12 +25,12 @@ from .backprop import backprop, per_example_backprop
 from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
 from .losses import LOSS_NAMES, Loss
 from .network import forward, init_params, loss
-from .spec import MLPSpec
+from .spec import Hyper, MLPSpec
 from .train import TrainState, evaluate, fit, make_train_step
 from .validate import validate
 
 __all__ = [
-    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Loss", "MLPSpec",
+    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Hyper", "Loss", "MLPSpec",
     "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data",
     "diagnostics", "evaluate", "finite_differences", "fit", "forward", "init_params", "layers",
     "loss", "losses", "make_train_step", "network", "optim", "parallel", "per_example_backprop",

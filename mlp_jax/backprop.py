@@ -19,13 +19,13 @@ import jax.numpy as jnp
 
 from . import activations, layers
 from .network import Params, forward_with_cache, l2_penalty, prepare_labels, resolve_reg
-from .spec import MLPSpec
+from .spec import Hyper, MLPSpec
 
 Array = jax.Array
 
 
-def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
-             key: Array | None = None, train: bool = False, dropout=None) -> tuple[Array, Params]:
+def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
+             key: Array | None = None, train: bool = False) -> tuple[Array, Params]:
     """The loss and its gradient with respect to every parameter.
 
     Same arguments as :func:`mlp_jax.loss`. Pure, and fine under ``jit`` and ``vmap``.
@@ -34,11 +34,11 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
       ``(loss, grads)``; ``grads`` has exactly the structure, shapes and
       dtypes of ``params``.
     """
-    scores, cache = forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)
+    scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)
     N = scores.shape[0]
     y = prepare_labels(y, spec, N, scores.dtype)
     loss_fn = spec.loss_fn
-    reg = resolve_reg(reg, spec, scores.dtype)
+    reg = resolve_reg(hyper, spec, scores.dtype)
     value = jnp.mean(loss_fn.value(scores, y)) + l2_penalty(params, reg)
 
     act = spec.elementwise_activation
@@ -63,7 +63,8 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
     return value, grads
 
 
-def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None):
+def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *,
+                         hyper: Hyper | None = None):
     """Each example's own gradient: ``vmap`` of :func:`backprop` over the batch.
 
     Returns:
@@ -71,6 +72,6 @@ def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, r
       size N: ``grads[l]["W"][i]`` is the gradient of ``L_i + reg * sum W**2``.
     """
     def one(xi, yi):
-        return backprop(params, xi[None], yi[None], spec, reg=reg)
+        return backprop(params, xi[None], yi[None], spec, hyper=hyper)
 
     return jax.vmap(one)(x, y)

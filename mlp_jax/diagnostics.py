@@ -36,7 +36,7 @@ def initial_loss(params, x, y, spec: MLPSpec, rtol: float = 0.05) -> dict:
     """The data loss (no penalty) against its small-weight value; ``ok`` within ``rtol``."""
     from .network import loss
 
-    value = float(loss(params, x, y, spec, reg=0.0))
+    value = float(loss(params, x, y, spec, hyper=spec.hyper()._replace(reg=0.0)))
     expected = expected_initial_loss(spec)
     ok = None if expected is None else abs(value - expected) <= rtol * expected
     return {"loss": value, "expected": expected, "ok": ok}

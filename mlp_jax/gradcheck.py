@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -261,7 +262,7 @@ def fd_chunk_size(num_params: int, itemsize: int = 8) -> int:
     return int(max(1, min(256, FD_CHUNK_BYTES // (len(STENCIL) * num_params * itemsize))))
 
 
-def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, reg=None, key=None,
+def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=None, key=None,
                        train: bool = False, entries=None, chunk: int | None = None):
     """Centered 4-point finite differences of :func:`mlp_jax.loss`, and kink straddles.
 
@@ -284,8 +285,8 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, reg=None
 
     def loss_and_state(theta):
         p = unravel(theta)
-        scores, cache = forward_with_cache(p, x, spec, key=key, train=train)
-        value = loss(p, x, y, spec, reg=reg, key=key, train=train)
+        scores, cache = forward_with_cache(p, x, spec, hyper=hyper, key=key, train=train)
+        value = loss(p, x, y, spec, hyper=hyper, key=key, train=train)
         return value, _kink_state(scores, cache, y, spec)
 
     _, center_state = loss_and_state(flat)
@@ -313,15 +314,15 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, reg=None
     return tuple(a.reshape(-1)[:n] for a in out)
 
 
-def _all_three(params, x, y, spec, reg, key, train, h, entries):
+def _all_three(params, x, y, spec, hyper, key, train, h, entries):
     """Hand grads, jax.grad and finite differences: one function, to jit or run eagerly."""
-    kw = dict(reg=reg, key=key, train=train)
+    kw = dict(hyper=hyper, key=key, train=train)
     loss_hand, hand = backprop(params, x, y, spec, **kw)
     loss_ad, auto = jax.value_and_grad(loss)(params, x, y, spec, **kw)
     fd, fd_error, straddles = finite_differences(params, x, y, spec, h=h, entries=entries, **kw)
     # The size of what the loss is computed from: its rounding is about eps times this
     # (a loss near 0 can still subtract scores of size |s|, as logistic does at large s).
-    scores, pullback = jax.vjp(lambda p: forward(p, x, spec, key=key, train=train), params)
+    scores, pullback = jax.vjp(lambda p: forward(p, x, spec, **kw), params)
     magnitude = jnp.abs(loss_ad) + jnp.mean(jnp.sum(jnp.abs(scores), axis=1))
     # The loss gradient w.r.t. the scores cancels where a prediction is confident
     # (softmax p - 1, sigmoid(s) - y at large s): both hand and jax.grad then carry about
@@ -353,7 +354,7 @@ def _fd_picks(sizes: list[int], fd_entries, seed: int) -> list[np.ndarray]:
             else np.sort(rng.choice(n, int(fd_entries), replace=False)) for n in sizes]
 
 
-def check_grads(params, x, y, spec: MLPSpec, *, reg=None, key=None, train: bool | None = None,
+def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: bool | None = None,
                 h: float = 1e-3, tol_autodiff: float = TOL_AUTODIFF, tol_fd: float = TOL_FD,
                 floor_autodiff: float = FLOOR_AUTODIFF, ad_noise: float = AD_NOISE,
                 fd_noise: float = FD_NOISE,
@@ -365,7 +366,7 @@ def check_grads(params, x, y, spec: MLPSpec, *, reg=None, key=None, train: bool 
     Args:
       params, x, y, spec: as for :func:`mlp_jax.loss`; converted to float64
         for the check (x64 is enabled only inside this call).
-      reg: overrides ``spec.reg``.
+      hyper: reg, dropout and input noise (``spec.hyper()`` when None).
       key: dropout / input-noise key; the same masks are used by all three.
       train: training mode; defaults to True when ``key`` is given.
       h: finite-difference step.
@@ -393,13 +394,15 @@ def check_grads(params, x, y, spec: MLPSpec, *, reg=None, key=None, train: bool 
         f64 = jnp.float64
         params = jax.tree.map(lambda a: jnp.asarray(a, f64), params)
         x = jnp.asarray(x, f64)
+        hyper = spec.hyper(f64) if hyper is None else jax.tree.map(partial(jnp.asarray,
+                                                                           dtype=f64), hyper)
         sizes = [int(np.size(a)) for a in jax.tree.leaves(params)]
         starts = np.cumsum([0] + sizes[:-1])
         picks = _fd_picks(sizes, fd_entries, seed)
         entries = np.concatenate([s + p for s, p in zip(starts, picks)])
         run = _all_three_jit if jit else _all_three
         loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding = \
-            run(params, x, y, spec, reg, key, train, h, entries)
+            run(params, x, y, spec, hyper, key, train, h, entries)
         hand_leaves = [np.asarray(a) for a in jax.tree.leaves(hand)]
         auto_leaves = [np.asarray(a) for a in jax.tree.leaves(auto)]
         round_leaves = [np.asarray(a) for a in jax.tree.leaves(rounding)]
@@ -432,7 +435,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, reg=None, key=None, train: bool 
             kinks, int(pick.size),
         ))
     summary = (f"sizes={spec.sizes}, activation={spec.activation_name}, loss={spec.loss_fn.name}, "
-               f"reg={spec.reg if reg is None else reg}, dropout={spec.dropout if train else 0}, "
+               f"reg={float(hyper.reg)}, "
+               f"dropout={float(hyper.dropout) if train and spec.dropout else 0}, "
                f"N={np.shape(x)[0]}")
     return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad),
                            tol_autodiff, tol_fd, floor_autodiff, ad_noise, fd_noise, fd_trunc,

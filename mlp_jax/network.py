@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import activations, layers
 from .losses import CLASS
-from .spec import MLPSpec
+from .spec import Hyper, MLPSpec
 from .validate import check_labels, check_params, check_x, param_shapes
 
 Array = jax.Array
@@ -58,8 +58,9 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
     return tuple(params)
 
 
-def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | None = None,
-                       train: bool = False, dropout=None) -> tuple[Array, list[dict[str, Array]]]:
+def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
+                       key: Array | None = None, train: bool = False
+                       ) -> tuple[Array, list[dict[str, Array]]]:
     """Scores and what the backward pass needs, layer by layer.
 
     Returns:
@@ -72,15 +73,14 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
     dtype = params[0]["W"].dtype
     h = jnp.asarray(x, dtype)  # (N, D)
 
-    p_drop = spec.dropout if dropout is None else dropout  # an array in a sweep over it
-    use_dropout = dropout is not None or spec.dropout > 0
-    stochastic = train and (use_dropout or spec.input_noise > 0)
+    hyper = spec.hyper() if hyper is None else hyper
+    stochastic = train and spec.stochastic  # static: whether the spec has dropout or noise
     if stochastic:
         _check_key(key, f"training mode with dropout={spec.dropout}, "
                         f"input_noise={spec.input_noise}")
         keys = jax.random.split(key, spec.num_layers)  # [input noise, dropout per hidden layer]
     if stochastic and spec.input_noise > 0:
-        h = layers.input_noise(keys[0], h, spec.input_noise)
+        h = layers.input_noise(keys[0], h, jnp.asarray(hyper.input_noise, dtype))
 
     act = spec.elementwise_activation
     cache = []
@@ -92,8 +92,8 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
         else:
             a = act.fn(z)
         entry["a"] = a
-        if stochastic and use_dropout:
-            entry["mask"] = layers.dropout_mask(keys[layer + 1], p_drop, a.shape, a.dtype)
+        if stochastic and spec.dropout > 0:
+            entry["mask"] = layers.dropout_mask(keys[layer + 1], hyper.dropout, a.shape, a.dtype)
             a = a * entry["mask"]
         cache.append(entry)
         h = a
@@ -102,15 +102,15 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, key: Array | 
     return scores, cache
 
 
-def forward(params: Params, x: Array, spec: MLPSpec, *, key: Array | None = None,
-            train: bool = False, dropout=None) -> Array:
+def forward(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
+            key: Array | None = None, train: bool = False) -> Array:
     """The class scores: ``x`` of shape ``(N, D)`` -> ``(N, C)``.
 
     In training mode (``train=True``) dropout and input noise are applied,
-    drawn from ``key``; at evaluation both are the identity. ``dropout``
-    overrides ``spec.dropout`` (may be a traced array, for sweeps).
+    drawn from ``key``; at evaluation both are the identity. Their rates come
+    from ``hyper`` (``spec.hyper()`` when None; may be traced arrays, for sweeps).
     """
-    return forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)[0]
+    return forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)[0]
 
 
 def prepare_labels(y: Array, spec: MLPSpec, n: int, dtype) -> Array:
@@ -125,22 +125,23 @@ def l2_penalty(params: Params, reg) -> Array:
     return reg * sum(jnp.sum(p["W"] ** 2) for p in params)
 
 
-def resolve_reg(reg, spec: MLPSpec, dtype):
-    """``reg`` overrides ``spec.reg`` (an array, so a sweep over it compiles once)."""
-    return jnp.asarray(spec.reg if reg is None else reg, dtype)
+def resolve_reg(hyper: Hyper | None, spec: MLPSpec, dtype):
+    """The L2 strength of ``hyper`` (``spec.reg`` when None), in the dtype of the loss."""
+    return jnp.asarray(spec.reg if hyper is None else hyper.reg, dtype)
 
 
-def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, reg=None,
-         key: Array | None = None, train: bool = False, dropout=None) -> Array:
+def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
+         key: Array | None = None, train: bool = False) -> Array:
     """``1/N sum_i L_i + reg * sum W**2``: the scalar that training minimizes.
 
     Args:
       params, x, spec: as in :func:`forward`.
       y: labels, as the loss needs them (``losses.LABEL_KINDS``).
-      reg: overrides ``spec.reg`` when given (may be a traced array).
-      key, train, dropout: as in :func:`forward`.
+      hyper: reg, dropout and input noise (``spec.hyper()`` when None; may be traced
+        arrays), e.g. ``spec.hyper()._replace(reg=0.0)`` for the data loss alone.
+      key, train: as in :func:`forward`.
     """
-    scores, _ = forward_with_cache(params, x, spec, key=key, train=train, dropout=dropout)
+    scores, _ = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)
     y = prepare_labels(y, spec, scores.shape[0], scores.dtype)
     data_loss = jnp.mean(spec.loss_fn.value(scores, y))
-    return data_loss + l2_penalty(params, resolve_reg(reg, spec, scores.dtype))
+    return data_loss + l2_penalty(params, resolve_reg(hyper, spec, scores.dtype))

@@ -31,7 +31,15 @@ from jax.sharding import PartitionSpec as P
 from .backprop import backprop
 from .optim import GradientTransformation, apply_updates
 from .spec import MLPSpec
-from .train import FitResult, TrainingDiverged, TrainState, evaluation_row, init_state, train_step
+from .train import (
+    FitResult,
+    TrainingDiverged,
+    TrainState,
+    evaluation_row,
+    hyper_arrays,
+    init_state,
+    train_step,
+)
 
 FORMS = ("shard_map", "gspmd")
 
@@ -119,11 +127,11 @@ def replicate(tree, mesh):
     return jax.tree.map(put, tree)
 
 
-def _local_step(spec, optimizer, state: TrainState, x, y, reg):
+def _local_step(spec, optimizer, state: TrainState, x, y, hyper):
     """The shard_map body: hand backprop on this device's shard, then pmean."""
     key, sub = jax.random.split(state.key)
     drop_key = jax.random.fold_in(sub, jax.lax.axis_index("data"))  # own masks per shard
-    value, grads = backprop(state.params, x, y, spec, reg=reg,
+    value, grads = backprop(state.params, x, y, spec, hyper=hyper,
                             key=drop_key if spec.stochastic else None, train=True)
     grads = jax.lax.pmean(grads, "data")  # mean of equal-size shard means = global mean
     value = jax.lax.pmean(value, "data")
@@ -133,7 +141,8 @@ def _local_step(spec, optimizer, state: TrainState, x, y, reg):
 
 def make_sharded_step(spec: MLPSpec, optimizer: GradientTransformation, mesh,
                       form: str = "shard_map"):
-    """``step(state, x, y, reg) -> (state, loss)`` over the mesh; x and y sharded on ``data``.
+    """``step(state, x, y, hyper) -> (state, loss)`` over the mesh; x and y sharded on
+    ``data``.
 
     With dropout, the ``shard_map`` form draws each shard's masks from its own key
     (statistically the same, not the single-device stream); ``gspmd`` draws the
@@ -175,7 +184,7 @@ def host_state(state: TrainState) -> TrainState:
 
 
 def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
-        batch_size: int, key, mesh, form: str = "shard_map", reg=None,
+        batch_size: int, key, mesh, form: str = "shard_map", hyper=None,
         checkpoint_path: str | None = None, resume: bool = False, meta: dict | None = None,
         callbacks=()) -> FitResult:
     """Data-parallel :func:`mlp_jax.train.fit`, one evaluation per epoch.
@@ -195,9 +204,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     check_batches(N, batch_size, mesh)
     nproc, pid = jax.process_count(), jax.process_index()
     step = make_sharded_step(spec, optimizer, mesh, form)
-    reg_arr = jnp.float32(spec.reg if reg is None else reg)
 
     state = init_state(key, spec, optimizer)
+    hyper = hyper_arrays(spec, state.params, hyper)
     history, best_params, best_val = [], state.params, None
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         loaded = ckpt.load(checkpoint_path, spec=spec, template=state)
@@ -221,7 +230,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             mine = idx[pid * share:(pid + 1) * share]
             xb, yb = global_batch(mesh, X[mine], Y[mine])
             try:
-                state, value = step(state, xb, yb, reg_arr)
+                state, value = step(state, xb, yb, hyper)
                 losses.append(float(host_copy(value)))  # blocks every step (see ARCHITECTURE.md)
             except jax.errors.JaxRuntimeError as e:
                 if nproc == 1:
@@ -234,7 +243,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             raise TrainingDiverged(f"loss became non-finite in epoch {epoch + 1}")
         epoch += 1
         row, best_val, best_params = evaluation_row(
-            host_copy(state.params), data, spec, reg_arr, X[:1000], Y[:1000], best_val,
+            host_copy(state.params), data, spec, hyper, X[:1000], Y[:1000], best_val,
             best_params, epoch=epoch, step=int(host_copy(state.step)),
             train_loss=float(np.mean(losses)))
         row["time"] = time.perf_counter() - t0

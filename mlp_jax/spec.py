@@ -1,16 +1,37 @@
-"""MLPSpec: the architecture, loss and regularization of a network, validated."""
+"""MLPSpec, the static architecture of a network, and Hyper, the hyperparameters a sweep varies.
+
+``MLPSpec`` is frozen and hashable: ``jit`` takes it as static, so everything in it
+is baked into the compiled program (sizes, activation, loss, init, bias, dtype, and
+*whether* dropout and input noise exist). ``Hyper`` holds the values a sweep varies
+(reg, dropout rate, input-noise std) as leaves of a pytree, passed beside params, so
+changing them never recompiles. ``MLPSpec(reg=..., dropout=..., input_noise=...)``
+gives the defaults, ``spec.hyper()``; a spec with ``dropout=0`` has no dropout in its
+program, whatever a ``Hyper`` says (likewise input noise).
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
 
 from .activations import ACTIVATION_NAMES, Activation, elementwise
 from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, Loss, get_loss
 
 INITS = ("he", "xavier", "normal")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+class Hyper(NamedTuple):
+    """The hyperparameters that are data, not architecture: a pytree of numbers or arrays
+    (a leading configuration axis under ``vmap``). Each is cast to the dtype it is used in."""
+
+    reg: Any = 0.0  # L2 strength
+    dropout: Any = 0.0  # drop probability; only where the spec has dropout
+    input_noise: Any = 0.0  # std of the input noise; only where the spec has noise
 
 
 @dataclass(frozen=True)
@@ -22,7 +43,7 @@ class MLPSpec:
         of scores. ``(D, C)`` is the linear classifier (no hidden layer).
       activation: a name from ``ACTIVATION_NAMES`` or an ``Activation`` of your own.
       loss: a name from ``LOSS_NAMES`` or a ``Loss`` of your own.
-      reg: L2 strength; the loss adds ``reg * sum(W**2)`` over all weights.
+      reg: default L2 strength; the loss adds ``reg * sum(W**2)`` over all weights.
       init: ``"he"`` (std sqrt(2/in)), ``"xavier"`` (std sqrt(2/(in+out))), or
         ``"normal"`` (CS231n's ``weight_scale * randn``).
       weight_scale: the std for ``init="normal"``.
@@ -30,9 +51,12 @@ class MLPSpec:
       leaky_slope: the negative-side slope of ``leaky_relu``.
       elu_alpha: ``alpha`` of ``elu``.
       maxout_k: pieces per maxout unit.
-      dropout: drop probability p of hidden units during training (inverted
-        dropout), in [0, 1).
-      input_noise: std of Gaussian noise added to inputs during training.
+      dropout: default drop probability p of hidden units during training (inverted
+        dropout), in [0, 1); 0 leaves dropout out of the network.
+      input_noise: default std of Gaussian noise added to inputs during training; 0
+        leaves the noise out.
+      (``reg``, ``dropout`` and ``input_noise`` are the defaults of :meth:`hyper`; every
+      function that takes ``hyper=`` uses them when it is None.)
       dtype: parameter dtype made by ``init_params``.
     """
 
@@ -93,6 +117,12 @@ class MLPSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
 
+    def hyper(self, dtype=None) -> Hyper:
+        """The spec's ``reg``, ``dropout`` and ``input_noise`` as a :class:`Hyper`: Python
+        numbers, or arrays of ``dtype`` when given (e.g. the params' dtype, for training)."""
+        values = (self.reg, self.dropout, self.input_noise)
+        return Hyper(*(values if dtype is None else (jnp.asarray(v, dtype) for v in values)))
+
     @property
     def num_layers(self) -> int:
         """Number of weight layers (the lectures' "N-layer network")."""
@@ -104,7 +134,7 @@ class MLPSpec:
 
     @property
     def stochastic(self) -> bool:
-        """True when training mode draws random numbers (dropout or input noise)."""
+        """True when training mode draws random numbers (dropout or input noise); static."""
         return self.dropout > 0 or self.input_noise > 0
 
     @property
@@ -133,4 +163,4 @@ def _check_number(name, value, low=None, strict=False):
         raise ValueError(f"{name} must be {bound}; got {value!r}")
 
 
-__all__ = ["MLPSpec", "INITS", "LOSS_NAMES"]
+__all__ = ["Hyper", "MLPSpec", "INITS", "LOSS_NAMES"]

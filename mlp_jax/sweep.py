@@ -1,8 +1,9 @@
 """Many trainings as one compiled program: ``vmap`` over seeds and hyperparameters.
 
-Every configuration runs the same fused epochs (``train.run_epochs``); the
-hyperparameters that differ (learning rate, reg, dropout, the seed's key) are
-arrays with a leading configuration axis, so one compilation serves them all.
+Every configuration runs the same fused epochs (``train.run_epochs``); what differs
+(the seed's key, the learning rate and the :class:`~mlp_jax.spec.Hyper`: reg,
+dropout rate, input noise) are arrays with a leading configuration axis, so one
+compilation serves them all.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .optim import GradientTransformation
-from .spec import MLPSpec
+from .spec import Hyper, MLPSpec
 from .train import evaluate, init_state, run_epochs
+
+HYPER_FIELDS = Hyper._fields  # ("reg", "dropout", "input_noise")
 
 
 class SweepResult(NamedTuple):
-    configs: list[dict]  # one dict per configuration: seed, lr, reg, dropout
+    configs: list[dict]  # one dict per configuration: seed, lr, reg, dropout, input_noise
     params: tuple  # final params, every leaf stacked: leading axis = configuration
     losses: np.ndarray  # (configs, epochs, steps_per_epoch) minibatch losses
 
@@ -33,27 +36,27 @@ class SweepResult(NamedTuple):
         return jax.tree.map(lambda a: a[i], self.params)
 
 
-def grid(seeds=(0,), lrs=(1e-3,), regs=(None,), dropouts=(None,)) -> list[dict]:
+def grid(seeds=(0,), lrs=(1e-3,), regs=(None,), dropouts=(None,),
+         input_noises=(None,)) -> list[dict]:
     """The Cartesian product, as a list of configuration dicts (None: the spec's value)."""
-    return [dict(seed=s, lr=lr, reg=r, dropout=p)
-            for s, lr, r, p in itertools.product(seeds, lrs, regs, dropouts)]
+    return [dict(seed=s, lr=lr, reg=r, dropout=p, input_noise=n)
+            for s, lr, r, p, n in itertools.product(seeds, lrs, regs, dropouts, input_noises)]
 
 
 def make_sweep(spec: MLPSpec, make_optimizer: Callable[[jax.Array], GradientTransformation],
-               *, epochs: int, batch_size: int, grad: str = "backprop",
-               sweep_dropout: bool = False):
-    """A jitted ``run(keys, lrs, regs, dropouts, X, Y) -> (states, losses)`` over configs.
+               *, epochs: int, batch_size: int, grad: str = "backprop"):
+    """A jitted ``run(keys, lrs, hypers, X, Y) -> (states, losses)`` over configs: every
+    leaf of ``keys``, ``lrs`` and ``hypers`` (a :class:`Hyper`) has a leading config axis.
 
     ``make_optimizer(lr)`` builds the optimizer from a traced learning rate,
     e.g. ``lambda lr: optim.momentum(lr, 0.9)``.
     """
-    def one(key, lr, reg, dropout, X, Y):
+    def one(key, lr, hyper, X, Y):
         opt = make_optimizer(lr)
         state = init_state(key, spec, opt)
-        return run_epochs(spec, opt, grad, batch_size, epochs, state, X, Y, reg,
-                          dropout if sweep_dropout else None)
+        return run_epochs(spec, opt, grad, batch_size, epochs, state, X, Y, hyper)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
 
 
 def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTransformation],
@@ -62,27 +65,33 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     """Train every configuration of ``configs`` (see :func:`grid`) at once.
 
     Args:
-      spec: the network (its ``reg``/``dropout`` are overridden per configuration;
-        a config's ``dropout`` of None keeps the spec's).
+      spec: the network; its ``reg``, ``dropout`` and ``input_noise`` are the values of
+        a config that leaves them out (or gives None). Dropout and input noise can be
+        swept only where the spec has them (a nonzero default): they are architecture.
       data: a ``data.Dataset`` (its training split is used).
       make_optimizer: ``lr -> GradientTransformation``, called with a traced lr.
-      configs: dicts with ``seed``, ``lr``, ``reg`` and ``dropout``.
+      configs: dicts with ``seed``, ``lr`` and optionally ``reg``, ``dropout``,
+        ``input_noise``.
 
     Returns:
       A :class:`SweepResult` with stacked final params and every minibatch loss.
     """
     if not configs:
         raise ValueError("sweep needs at least one configuration")
-    sweep_dropout = any(c.get("dropout") is not None for c in configs)
+    for field, default in zip(HYPER_FIELDS, spec.hyper()):
+        asked = [c[field] for c in configs if c.get(field) is not None]
+        if field != "reg" and default == 0 and any(v != 0 for v in asked):
+            raise ValueError(f"a config sets {field}={max(asked)} but the spec has no "
+                             f"{field} (MLPSpec({field}=0)); give the spec a nonzero "
+                             f"{field} so that its program has one, then sweep the value")
+    dtype = jnp.promote_types(spec.dtype, jnp.float32)  # float64 sweeps stay float64
     keys = jnp.stack([jax.random.key(int(c["seed"])) for c in configs])
-    lrs = jnp.asarray([c["lr"] for c in configs], jnp.float32)
-    regs = jnp.asarray([spec.reg if c.get("reg") is None else c["reg"] for c in configs],
-                       jnp.float32)
-    drops = jnp.asarray([spec.dropout if c.get("dropout") is None else c["dropout"]
-                         for c in configs], jnp.float32)
-    run = make_sweep(spec, make_optimizer, epochs=epochs, batch_size=batch_size, grad=grad,
-                     sweep_dropout=sweep_dropout)
-    states, losses = run(keys, lrs, regs, drops, jnp.asarray(data.X_train),
+    lrs = jnp.asarray([c["lr"] for c in configs], dtype)
+    hypers = Hyper(*(jnp.asarray([default if c.get(field) is None else c[field]
+                                  for c in configs], dtype)
+                     for field, default in zip(HYPER_FIELDS, spec.hyper())))
+    run = make_sweep(spec, make_optimizer, epochs=epochs, batch_size=batch_size, grad=grad)
+    states, losses = run(keys, lrs, hypers, jnp.asarray(data.X_train),
                          jnp.asarray(data.y_train))
     return SweepResult(configs, states.params, np.asarray(losses))
 

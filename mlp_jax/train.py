@@ -1,8 +1,9 @@
 """Training: TrainState, the jit-compiled step, epochs fused with lax.scan, evaluate, fit.
 
-The step is a pure function ``(state, x, y, reg) -> (state, loss)``; ``jit`` is
-applied where it is built, once per spec. ``reg`` is an argument (an array),
-so changing it never recompiles. An epoch reshuffles the training set from the
+The step is a pure function ``(state, x, y, hyper) -> (state, loss)``; ``jit`` is
+applied where it is built, once per spec. ``hyper`` (reg, dropout rate, input
+noise: :class:`mlp_jax.spec.Hyper`) is an argument of arrays, so changing it
+never recompiles. An epoch reshuffles the training set from the
 state's key (not a full batch, where order cannot matter) and runs
 ``N // batch_size`` full minibatches in one ``lax.scan``; when ``batch_size``
 does not divide N, the ``N % batch_size`` examples left over make one last,
@@ -29,7 +30,7 @@ from .backprop import backprop
 from .losses import BINARY01, BINARY_PM1, CLASS
 from .network import forward, init_params, loss
 from .optim import GradientTransformation, apply_updates
-from .spec import MLPSpec
+from .spec import Hyper, MLPSpec
 
 GRAD_SOURCES = ("backprop", "autodiff")
 
@@ -48,10 +49,16 @@ def init_state(key, spec: MLPSpec, optimizer: GradientTransformation) -> TrainSt
     return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), k_train)
 
 
-def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, reg=None, key=None, train=True,
-                    dropout=None):
+def hyper_arrays(spec: MLPSpec, params, hyper: Hyper | None = None) -> Hyper:
+    """``hyper`` (``spec.hyper()`` when None) as arrays in the params' dtype, float32 at
+    least: float64 training is float64 throughout, half precision keeps float32 rates."""
+    dtype = jnp.promote_types(jax.tree.leaves(params)[0].dtype, jnp.float32)
+    return jax.tree.map(lambda v: jnp.asarray(v, dtype), spec.hyper() if hyper is None else hyper)
+
+
+def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, hyper=None, key=None, train=True):
     """The loss and its gradients, from the hand backprop or from ``jax.grad``."""
-    kw = dict(reg=reg, key=key, train=train, dropout=dropout)
+    kw = dict(hyper=hyper, key=key, train=train)
     if grad == "backprop":
         return backprop(params, x, y, spec, **kw)
     if grad == "autodiff":
@@ -60,20 +67,20 @@ def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, reg=None, key=Non
 
 
 def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, state: TrainState,
-               x, y, reg=None, dropout=None) -> tuple[TrainState, jax.Array]:
+               x, y, hyper: Hyper | None = None) -> tuple[TrainState, jax.Array]:
     """One update on the minibatch ``x (B, D)``, ``y``. Pure and un-jitted.
 
-    ``reg`` and ``dropout`` override the spec's (arrays, so sweeps compile once)."""
+    ``hyper``: reg, dropout and input noise (``spec.hyper()`` when None); arrays, so a
+    sweep over them compiles once."""
     key, sub = jax.random.split(state.key)
-    stochastic = spec.stochastic or dropout is not None
-    value, grads = value_and_grads(spec, grad, state.params, x, y, reg=reg,
-                                   key=sub if stochastic else None, dropout=dropout)
+    value, grads = value_and_grads(spec, grad, state.params, x, y, hyper=hyper,
+                                   key=sub if spec.stochastic else None)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
 
 
 def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str = "backprop"):
-    """``step(state, x, y, reg=None) -> (state, loss)``, jit-compiled once for ``spec``."""
+    """``step(state, x, y, hyper=None) -> (state, loss)``, jit-compiled once for ``spec``."""
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
     return jax.jit(partial(train_step, spec, optimizer, grad))
@@ -84,7 +91,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batch_size: int,
-               num_epochs: int, state: TrainState, X, Y, reg=None, dropout=None):
+               num_epochs: int, state: TrainState, X, Y, hyper: Hyper | None = None):
     """``num_epochs`` epochs over ``X (N, D)``, ``Y``; pure. Returns ``(state, losses)``,
     losses of shape ``(num_epochs, steps_per_epoch)``."""
     N = X.shape[0]
@@ -94,7 +101,7 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
     def epoch(state, _):
         if bs == N:  # full batch: order cannot matter, so no shuffle (it would cost a sort)
-            state, value = step(state, X, Y, reg, dropout)
+            state, value = step(state, X, Y, hyper)
             return state, value[None]
         key, perm_key = jax.random.split(state.key)
         perm = jax.random.permutation(perm_key, N)  # (N,)
@@ -102,12 +109,12 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
         def minibatch(state, i):
             idx = jax.lax.dynamic_slice(perm, (i * bs,), (bs,))
-            return step(state, X[idx], Y[idx], reg, dropout)
+            return step(state, X[idx], Y[idx], hyper)
 
         state, losses = jax.lax.scan(minibatch, state, jnp.arange(full))
         if rest:  # the leftover examples: one smaller, last minibatch
             idx = perm[full * bs:]
-            state, last = step(state, X[idx], Y[idx], reg, dropout)
+            state, last = step(state, X[idx], Y[idx], hyper)
             losses = jnp.concatenate([losses, last[None]])
         return state, losses
 
@@ -116,8 +123,7 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
 def make_epochs(spec: MLPSpec, optimizer: GradientTransformation, batch_size: int,
                 num_epochs: int = 1, grad: str = "backprop"):
-    """``epochs(state, X, Y, reg=None, dropout=None) -> (state, losses)``: ``num_epochs`` fused,
-    jitted."""
+    """``epochs(state, X, Y, hyper=None) -> (state, losses)``: ``num_epochs`` fused, jitted."""
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
     return jax.jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs))
@@ -136,23 +142,23 @@ def predict(scores, spec: MLPSpec):
 
 
 @partial(jax.jit, static_argnames="spec")
-def _evaluate(params, X, Y, spec, reg):
+def _evaluate(params, X, Y, spec, hyper):
     scores = forward(params, X, spec)
-    value = loss(params, X, Y, spec, reg=reg)
+    value = loss(params, X, Y, spec, hyper=hyper)
     pred = predict(scores, spec)
     acc = jnp.nan if pred is None else jnp.mean(pred == Y)
     return value, acc
 
 
-def evaluate(params, X, Y, spec: MLPSpec, reg=None) -> tuple[float, float]:
-    """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout).
-    Accuracy is NaN for the squared loss (no classes)."""
+def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[float, float]:
+    """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout); the loss
+    includes ``hyper.reg``'s penalty. Accuracy is NaN for the squared loss (no classes)."""
     value, acc = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec,
-                           jnp.asarray(spec.reg if reg is None else reg, jnp.float32))
+                           hyper_arrays(spec, params, hyper))
     return float(value), float(acc)
 
 
-def evaluation_row(params, data, spec: MLPSpec, reg, X_eval, Y_eval, best_val, best_params,
+def evaluation_row(params, data, spec: MLPSpec, hyper, X_eval, Y_eval, best_val, best_params,
                    **row):
     """One history row's evaluations, and the best-on-validation bookkeeping.
 
@@ -161,10 +167,10 @@ def evaluation_row(params, data, spec: MLPSpec, reg, X_eval, Y_eval, best_val, b
     the best params are the new ones when validation improved, and always the latest
     when there is no validation split.
     """
-    row["train_acc"] = evaluate(params, X_eval, Y_eval, spec, reg)[1]
+    row["train_acc"] = evaluate(params, X_eval, Y_eval, spec, hyper)[1]
     if getattr(data, "X_val", None) is None:
         return row, best_val, params
-    row["val_loss"], row["val_acc"] = evaluate(params, data.X_val, data.y_val, spec, reg)
+    row["val_loss"], row["val_acc"] = evaluate(params, data.X_val, data.y_val, spec, hyper)
     if best_val is None or row["val_acc"] > best_val:
         best_val, best_params = row["val_acc"], params
     return row, best_val, best_params
@@ -195,7 +201,8 @@ def _progress_bar(enabled: bool | None, total: int, desc: str):
 
 
 def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
-        batch_size: int, key=None, grad: str = "backprop", reg=None, eval_every: int = 1,
+        batch_size: int, key=None, grad: str = "backprop", hyper: Hyper | None = None,
+        eval_every: int = 1,
         train_eval_size: int | None = 1000, checkpoint_path: str | None = None,
         resume: bool = False, meta: dict | None = None, progress: bool | None = None,
         callbacks: Sequence[Callable] = (), state: TrainState | None = None) -> FitResult:
@@ -209,7 +216,8 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         whole split when larger).
       key: a ``jax.random`` key (needed unless ``state`` or ``resume`` gives one).
       grad: ``"backprop"`` (hand-derived) or ``"autodiff"`` (``jax.grad``).
-      reg: overrides ``spec.reg``.
+      hyper: reg, dropout and input noise (``spec.hyper()`` when None), as arrays in
+        the params' dtype.
       eval_every: epochs fused into one compiled call between evaluations.
       train_eval_size: training accuracy is measured on the first this-many
         training examples (CS231n's Solver uses 1000); None for all.
@@ -238,7 +246,6 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     has_val = getattr(data, "X_val", None) is not None
     Xtr_eval = X if train_eval_size is None else X[:train_eval_size]
     Ytr_eval = Y if train_eval_size is None else Y[:train_eval_size]
-    reg_arr = jnp.asarray(spec.reg if reg is None else reg, jnp.float32)
 
     history, best_params, best_val = [], None, None
     if state is None:
@@ -250,6 +257,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         state, history = loaded.state, loaded.history
         best_params, best_val = loaded.best_params, loaded.best_val_acc
     best_params = state.params if best_params is None else best_params
+    hyper = hyper_arrays(spec, state.params, hyper)
 
     per_epoch = steps_per_epoch(X.shape[0], batch_size)
     compiled = {}
@@ -263,7 +271,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             n = min(eval_every, epochs - epoch)
             if n not in compiled:
                 compiled[n] = make_epochs(spec, optimizer, batch_size, n, grad)
-            new_state, losses = compiled[n](state, X, Y, reg_arr)
+            new_state, losses = compiled[n](state, X, Y, hyper)
             losses = np.asarray(losses)  # (n, per_epoch)
             if not np.isfinite(losses).all():
                 bad = int(np.argmax(~np.isfinite(losses.ravel())))
@@ -276,7 +284,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                     f"state is kept{where}. Lower the learning rate or check the data.")
             state, epoch = new_state, epoch + n
             row, best_val, best_params = evaluation_row(
-                state.params, data, spec, reg_arr, Xtr_eval, Ytr_eval, best_val, best_params,
+                state.params, data, spec, hyper, Xtr_eval, Ytr_eval, best_val, best_params,
                 epoch=epoch, step=int(state.step), train_loss=float(losses.mean()))
             lr = _learning_rate(optimizer, state)
             if lr is not None:

@@ -31,14 +31,14 @@ mesh = parallel.data_mesh(8)
 x, y = jnp.asarray(ds.X_train[:256]), jnp.asarray(ds.y_train[:256])
 batch = NamedSharding(mesh, P("data"))
 single = train.make_train_step(spec, opt)
-reg = jnp.float32(1e-3)
+hyper = spec.hyper(jnp.float32)
 for form in parallel.FORMS:
     step = parallel.make_sharded_step(spec, opt, mesh, form)
     s1 = s2 = train.init_state(jax.random.key(0), spec, opt)
     s2 = parallel.replicate(s2, mesh)
     for _ in range(100):
-        s1, _ = single(s1, x, y, reg)
-        s2, _ = step(s2, jax.device_put(x, batch), jax.device_put(y, batch), reg)
+        s1, _ = single(s1, x, y, hyper)
+        s2, _ = step(s2, jax.device_put(x, batch), jax.device_put(y, batch), hyper)
     out[form] = maxdiff(s1.params, s2.params)
     out[form + "_sharding"] = str(s2.params[0]["W"].sharding.spec)
 

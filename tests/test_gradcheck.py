@@ -284,8 +284,9 @@ def test_report_applies_the_documented_rule_entry_by_entry():
     key, h, reg = jax.random.key(1), 2e-3, 0.3  # not the defaults (h 1e-3, spec.reg 0.1)
     with jax.enable_x64(True):
         params, x, y = kink_problem(spec, seed=1)
-        report = mj.check_grads(params, x, y, spec, reg=reg, key=key, h=h, jit=False)
-        kw = dict(reg=reg, key=key, train=True)
+        hyper = spec.hyper()._replace(reg=reg)
+        report = mj.check_grads(params, x, y, spec, hyper=hyper, key=key, h=h, jit=False)
+        kw = dict(hyper=hyper, key=key, train=True)
         loss_hand, hand = mj.backprop(params, x, y, spec, **kw)
         loss_ad, auto = jax.value_and_grad(mj.loss)(params, x, y, spec, **kw)
         s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, key=key, train=True), params)
@@ -457,7 +458,7 @@ def test_check_grads_defaults_do_what_its_docstring_says():
     assert [leaf.fd_entries for leaf in plain.leaves] == [600, 30, 90, 3]
     assert 600 > FD_SAMPLE_PER_LEAF
     evaluated = mj.check_grads(params, x, y, spec, key=key, train=False)
-    trained = mj.check_grads(params, x, y, spec, key=key, reg=0.3)
+    trained = mj.check_grads(params, x, y, spec, key=key, hyper=spec.hyper()._replace(reg=0.3))
     assert evaluated.loss_hand == plain.loss_hand != trained.loss_hand
     head = "sizes=(20, 30, 3), activation=tanh, loss=softmax, "
     assert evaluated.spec_summary == head + "reg=0.0, dropout=0, N=6"

@@ -171,7 +171,7 @@ def test_jit_and_vmap_unchanged():
         chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], gs), gi, rtol=1e-4,
                                     atol=1e-6)
     # reg as a traced array: one compiled function for many values
-    f = jax.jit(lambda r: mj.loss(params, x, y, spec, reg=r))
+    f = jax.jit(lambda r: mj.loss(params, x, y, spec, hyper=spec.hyper()._replace(reg=r)))
     assert float(f(0.0)) < float(f(1.0))
 
 
@@ -194,11 +194,11 @@ def test_every_array_keeps_the_specs_dtype_with_float64_enabled(x64):
             spec = mj.MLPSpec((4, 5, 3), loss=loss_name, dtype=dtype)
             params = mj.init_params(jax.random.key(0), spec)
             y = labels_for(spec, 6, rng)
-            for reg in (None, np.float64(0.1)):
-                value, grads = mj.backprop(params, x, y, spec, reg=reg)
-                arrays = [mj.loss(params, x, y, spec, reg=reg), value,
+            for hyper in (None, spec.hyper()._replace(reg=np.float64(0.1))):
+                value, grads = mj.backprop(params, x, y, spec, hyper=hyper)
+                arrays = [mj.loss(params, x, y, spec, hyper=hyper), value,
                           *jax.tree.leaves(params), *jax.tree.leaves(grads)]
-                assert {str(a.dtype) for a in arrays} == {dtype}, (dtype, loss_name, reg)
+                assert {str(a.dtype) for a in arrays} == {dtype}, (dtype, loss_name, hyper)
 
 
 def test_cache_holds_each_layers_input_and_pre_activation(x64):
@@ -287,16 +287,17 @@ def test_dropout_is_inverted_and_identity_at_eval():
     a = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
     b = mj.forward(params, x, spec, key=jax.random.key(1), train=True)
     np.testing.assert_array_equal(a, b)  # same key, same result
-    # dropout= overrides the spec's rate (a sweep passes it as an array)
+    # hyper's rate replaces the spec's default (a sweep passes it as an array)
     half = dataclasses.replace(spec, dropout=0.5)
-    c = mj.forward(params, x, spec, key=jax.random.key(1), train=True, dropout=jnp.asarray(0.5))
+    over = spec.hyper()._replace(dropout=jnp.asarray(0.5))
+    c = mj.forward(params, x, spec, key=jax.random.key(1), train=True, hyper=over)
     np.testing.assert_array_equal(c, mj.forward(params, x, half, key=jax.random.key(1),
                                                 train=True))
     assert not np.array_equal(c, a)
     y, kw = np.array([0, 1, 2, 0]), dict(key=jax.random.key(1), train=True)
-    over = mj.loss(params, x, y, spec, dropout=jnp.asarray(0.5), **kw)
-    assert over == mj.loss(params, x, y, half, **kw) != mj.loss(params, x, y, spec, **kw)
-    chex.assert_trees_all_equal(mj.backprop(params, x, y, spec, dropout=jnp.asarray(0.5), **kw),
+    value = mj.loss(params, x, y, spec, hyper=over, **kw)
+    assert value == mj.loss(params, x, y, half, **kw) != mj.loss(params, x, y, spec, **kw)
+    chex.assert_trees_all_equal(mj.backprop(params, x, y, spec, hyper=over, **kw),
                                 mj.backprop(params, x, y, half, **kw))
 
 

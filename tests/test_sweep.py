@@ -1,5 +1,7 @@
 """Vmapped sweeps, per-example gradients, and that the compiled step never retraces."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,27 +14,33 @@ from mlp_jax.backprop import per_example_backprop
 
 
 def test_sweep_matches_individual_fits():
-    """Seeds x lr x reg x dropout in one program == each config trained alone (to rounding:
-    the batched products round differently, which the dynamics amplify slowly)."""
+    """Seeds x lr x reg x dropout x input noise in one program == each config trained alone
+    by fit with that Hyper (to rounding: the batched products round differently, which the
+    dynamics amplify slowly); a rate of 0 == a spec without dropout or noise."""
     ds = data.spiral()
-    spec = mj.MLPSpec((2, 32, 3), init="normal", weight_scale=0.01)
-    configs = sweep.grid(seeds=(0, 1), lrs=(0.1, 0.05), regs=(1e-3, 1e-2), dropouts=(0.0, 0.2))
+    spec = mj.MLPSpec((2, 32, 3), init="normal", weight_scale=0.01, dropout=0.5,
+                      input_noise=0.5)
+    configs = sweep.grid(seeds=(0, 1), lrs=(0.1, 0.05), regs=(1e-3, 1e-2), dropouts=(0.0, 0.2),
+                         input_noises=(0.0, 0.1))
     result = sweep.sweep(spec, ds, lambda lr: optim.momentum(lr, 0.9), configs, epochs=20,
                          batch_size=100)
-    assert result.losses.shape == (16, 20, 3)
-    for i in (0, 5, 10, 15):
+    assert result.losses.shape == (32, 20, 3)
+    for i in (0, 7, 13, 26):
         c = configs[i]
+        hyper = mj.Hyper(c["reg"], c["dropout"], c["input_noise"])
         one = train.fit(spec, ds, optim.momentum(c["lr"], 0.9), epochs=20, batch_size=100,
-                        key=jax.random.key(c["seed"]), reg=c["reg"], eval_every=20,
-                        progress=False, state=None) if c["dropout"] == 0 else None
-        if one is None:  # dropout as a traced override: compare with a spec that has it
-            s2 = mj.MLPSpec((2, 32, 3), init="normal", weight_scale=0.01, dropout=c["dropout"])
-            one = train.fit(s2, ds, optim.momentum(c["lr"], 0.9), epochs=20, batch_size=100,
-                            key=jax.random.key(c["seed"]), reg=c["reg"], eval_every=20,
-                            progress=False)
+                        key=jax.random.key(c["seed"]), hyper=hyper, eval_every=20,
+                        progress=False)
         chex.assert_trees_all_close(result.params_of(i), one.state.params, atol=1e-4)
+    plain = dataclasses.replace(spec, dropout=0.0, input_noise=0.0)
+    c = configs[0]
+    assert c["dropout"] == c["input_noise"] == 0.0
+    one = train.fit(plain, ds, optim.momentum(c["lr"], 0.9), epochs=20, batch_size=100,
+                    key=jax.random.key(c["seed"]), hyper=plain.hyper()._replace(reg=c["reg"]),
+                    eval_every=20, progress=False)
+    chex.assert_trees_all_close(result.params_of(0), one.state.params, atol=1e-4)
     losses = result.final_loss()
-    assert len(set(np.round(losses, 6))) == 16  # every config really differs
+    assert len(set(np.round(losses, 6))) == 32  # every config really differs
 
 
 def test_per_example_gradients_match_vmap_of_jax_grad(x64):
@@ -48,9 +56,10 @@ def test_per_example_gradients_match_vmap_of_jax_grad(x64):
     # each carries the penalty gradient once, so their plain mean is the batch gradient
     _, batch = mj.backprop(params, x, y, spec)
     np.testing.assert_allclose(jnp.mean(grads[0]["W"], 0), batch[0]["W"], rtol=1e-12)
-    # reg overrides the spec's, as in backprop
-    _, grads = per_example_backprop(params, x, y, spec, reg=0.3)
-    _, batch = mj.backprop(params, x, y, spec, reg=0.3)
+    # hyper's reg replaces the spec's, as in backprop
+    hyper = spec.hyper()._replace(reg=0.3)
+    _, grads = per_example_backprop(params, x, y, spec, hyper=hyper)
+    _, batch = mj.backprop(params, x, y, spec, hyper=hyper)
     np.testing.assert_allclose(jnp.mean(grads[0]["W"], 0), batch[0]["W"], rtol=1e-12)
 
 
@@ -61,7 +70,8 @@ def test_step_does_not_retrace_for_new_lr_reg_seed_or_batches():
     @chex.assert_max_traces(n=1)
     def step(state, x, y, reg, lr):
         traces.append(1)
-        return train.train_step(spec, optim.sgd(lr), "backprop", state, x, y, reg)
+        return train.train_step(spec, optim.sgd(lr), "backprop", state, x, y,
+                                spec.hyper()._replace(reg=reg))
 
     jstep = jax.jit(step)
     rng = np.random.default_rng(0)
@@ -75,14 +85,36 @@ def test_step_does_not_retrace_for_new_lr_reg_seed_or_batches():
 
 
 def test_sweep_compiles_once_for_any_hyperparameters():
+    """Seed, lr, reg, dropout and input noise all vary per config; one compiled program, and
+    each really changes the result."""
     ds = data.spiral(points_per_class=20)
-    spec = mj.MLPSpec((2, 8, 3))
+    spec = mj.MLPSpec((2, 8, 3), dropout=0.1, input_noise=0.1)
     run = sweep.make_sweep(spec, lambda lr: optim.sgd(lr), epochs=2, batch_size=60)
     X, Y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
-    for lrs in ([0.1, 0.2], [0.3, 0.05]):
-        keys = jnp.stack([jax.random.key(s) for s in range(2)])
-        run(keys, jnp.asarray(lrs), jnp.zeros(2), jnp.zeros(2), X, Y)
+    rows = [(0, 0.1, 0.0, 0.0, 0.0), (1, 0.1, 0.0, 0.0, 0.0), (0, 0.3, 0.0, 0.0, 0.0),
+            (0, 0.1, 0.5, 0.0, 0.0), (0, 0.1, 0.0, 0.5, 0.0), (0, 0.1, 0.0, 0.0, 0.5)]
+    # one column each: seed, lr, reg, dropout, input noise
+    seeds, lrs, *hyper = (np.array(col) for col in zip(*rows))
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    for scale in (1.0, 0.5):  # new values, same shapes: no new compile
+        states, losses = run(keys, jnp.asarray(lrs * scale, jnp.float32),
+                             mj.Hyper(*(jnp.asarray(h * scale, jnp.float32) for h in hyper)), X, Y)
+        final = np.asarray(losses)[:, -1].mean(axis=1)
+        assert all(final[i] != final[0] for i in range(1, len(rows))), final
     assert run._cache_size() == 1
+
+
+def test_sweep_refuses_a_rate_the_specs_program_does_not_have():
+    """Dropout and input noise are architecture: a spec without them cannot sweep them."""
+    ds = data.spiral(points_per_class=20)
+    for field in ("dropout", "input_noise"):
+        with pytest.raises(ValueError, match=rf"^a config sets {field}=0.3 but the spec has no "
+                                             rf"{field} \(MLPSpec\({field}=0\)\)"):
+            sweep.sweep(mj.MLPSpec((2, 8, 3)), ds, lambda lr: optim.sgd(lr),
+                        [dict(seed=0, lr=0.1, **{field: 0.3})], epochs=1, batch_size=60)
+    r = sweep.sweep(mj.MLPSpec((2, 8, 3)), ds, lambda lr: optim.sgd(lr),
+                    [dict(seed=0, lr=0.1, dropout=0.0)], epochs=1, batch_size=60)
+    assert r.losses.shape == (1, 1, 1)  # a rate of 0 asks for nothing the spec lacks
 
 
 def test_sweep_rejects_empty():
