@@ -225,28 +225,24 @@ def _train(args) -> int:
               f"{spec.loss_fn.name}, {args.optimizer} lr {args.lr} ({args.schedule}), "
               f"{args.epochs} epochs of {per_epoch} steps (batch {batch_size}), "
               f"grad={args.grad}", flush=True)
+    mesh = None
+    if distributed or args.devices != 1:
+        try:
+            mesh = parallel.data_mesh(args.devices if args.devices else None)
+            parallel.check_batches(len(ds.X_train), batch_size, mesh)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        if not args.quiet:
+            print(f"data parallel over {mesh.shape['data']} devices "
+                  f"({jax.process_count()} processes), form {args.form}", flush=True)
     t0 = time.perf_counter()
     try:
-        if distributed or args.devices != 1:
-            try:
-                mesh = parallel.data_mesh(args.devices if args.devices else None)
-                parallel.check_batches(len(ds.X_train), batch_size, mesh)
-            except ValueError as e:
-                raise UsageError(str(e)) from e
-            if not args.quiet:
-                print(f"data parallel over {mesh.shape['data']} devices "
-                      f"({jax.process_count()} processes), form {args.form}", flush=True)
-            result = parallel.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
-                                  key=jax.random.key(args.seed), mesh=mesh, form=args.form,
-                                  checkpoint_path=ckpt_path if lead else None,
-                                  resume=args.resume, meta={"config": config},
-                                  callbacks=[log] if lead else [])
-        else:
-            result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
-                               key=jax.random.key(args.seed), grad=args.grad,
-                               eval_every=args.eval_every, checkpoint_path=ckpt_path,
-                               resume=args.resume, meta={"config": config},
-                               progress=False if args.quiet else None, callbacks=[log])
+        result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
+                           key=jax.random.key(args.seed), grad=args.grad,
+                           eval_every=args.eval_every, checkpoint_path=ckpt_path,
+                           resume=args.resume, meta={"config": config},
+                           progress=False if args.quiet else None,
+                           callbacks=[log] if lead else [], mesh=mesh, form=args.form)
     except train.TrainingDiverged as e:
         print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
         return 1
@@ -402,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1,
                    help="devices to shard each batch over (0: all, across every process)")
     p.add_argument("--form", choices=("shard_map", "gspmd"), default="shard_map",
-                   help="hand backprop + pmean in shard_map, or autodiff under GSPMD")
+                   help="each shard's gradients (--grad) averaged by pmean in shard_map, or "
+                        "the ordinary step partitioned by GSPMD (train.FORMS)")
     p.add_argument("--coordinator", help="host:port of process 0 (or MLP_JAX_COORDINATOR)")
     p.add_argument("--num-processes", type=int, help="processes in the job "
                    "(or MLP_JAX_NUM_PROCESSES)")

@@ -9,6 +9,19 @@ state's key (not a full batch, where order cannot matter) and runs
 does not divide N, the ``N % batch_size`` examples left over make one last,
 smaller minibatch, so every example is used once per epoch.
 Minibatches are gathered inside the scan, so the dataset is never copied.
+
+Data parallelism is placement, not another loop: given a ``mesh`` with a ``data``
+axis, the same step and the same fused epochs run with each minibatch split along
+``data`` and params replicated. Two forms of the gradient computation:
+
+* ``"shard_map"``: each device computes the gradients of its shard inside
+  ``jax.shard_map`` (hand backprop, or ``jax.grad`` of the local loss) and the
+  per-shard means are averaged with ``lax.pmean``. Dropout masks are drawn per
+  shard (the step's key folded with the shard index): statistically the same as
+  one device's, not the same numbers.
+* ``"gspmd"``: the ordinary computation with the minibatch constrained to
+  ``P("data")``; XLA's partitioner inserts the collectives, and dropout draws the
+  single-device masks.
 """
 
 from __future__ import annotations
@@ -25,6 +38,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .backprop import backprop
 from .losses import BINARY01, BINARY_PM1, CLASS
@@ -33,6 +48,7 @@ from .optim import GradientTransformation, apply_updates
 from .spec import Hyper, MLPSpec
 
 GRAD_SOURCES = ("backprop", "autodiff")
+FORMS = ("shard_map", "gspmd")
 
 
 class TrainState(NamedTuple):
@@ -66,24 +82,70 @@ def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, hyper=None, key=N
     raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
 
 
+def gradients(spec: MLPSpec, grad: str, mesh=None, form: str = "shard_map"):
+    """``(params, x, y, hyper, key) -> (loss, grads)`` in training mode: on one device, or
+    data parallel over ``mesh``'s ``data`` axis in one of :data:`FORMS` (module docstring).
+    """
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
+
+    def local(params, x, y, hyper, key):
+        return value_and_grads(spec, grad, params, x, y, hyper=hyper, key=key)
+
+    if mesh is None:
+        return local
+    if form == "gspmd":
+        batch = NamedSharding(mesh, P("data"))
+
+        def partitioned(params, x, y, hyper, key):
+            constrain = jax.lax.with_sharding_constraint
+            return local(params, constrain(x, batch), constrain(y, batch), hyper, key)
+
+        return partitioned
+    if form == "shard_map":
+        def per_shard(params, x, y, hyper, key):
+            if key is not None:  # each shard draws its own masks
+                key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+            # Replicated params used with sharded data become "varying" implicitly, and
+            # that cast's transpose is a psum: jax.grad would return gradients already
+            # summed over the shards. Cast them here, outside the differentiated function,
+            # so both gradient sources give this shard's own gradients.
+            params = jax.tree.map(lambda a: jax.lax.pcast(a, "data", to="varying"), params)
+            value, grads = local(params, x, y, hyper, key)
+            # equal shards: the mean of the shard means is the global mean
+            return jax.lax.pmean(value, "data"), jax.lax.pmean(grads, "data")
+
+        return jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data"), P("data"), P(), P()),
+                             out_specs=(P(), P()))
+    raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+
+
 def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, state: TrainState,
-               x, y, hyper: Hyper | None = None) -> tuple[TrainState, jax.Array]:
+               x, y, hyper: Hyper | None = None, mesh=None,
+               form: str = "shard_map") -> tuple[TrainState, jax.Array]:
     """One update on the minibatch ``x (B, D)``, ``y``. Pure and un-jitted.
 
     ``hyper``: reg, dropout and input noise (``spec.hyper()`` when None); arrays, so a
-    sweep over them compiles once."""
+    sweep over them compiles once. ``mesh``, ``form``: data parallel (:func:`gradients`).
+    """
     key, sub = jax.random.split(state.key)
-    value, grads = value_and_grads(spec, grad, state.params, x, y, hyper=hyper,
-                                   key=sub if spec.stochastic else None)
+    value, grads = gradients(spec, grad, mesh, form)(state.params, x, y, hyper,
+                                                     sub if spec.stochastic else None)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
 
 
-def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str = "backprop"):
-    """``step(state, x, y, hyper=None) -> (state, loss)``, jit-compiled once for ``spec``."""
-    if grad not in GRAD_SOURCES:
-        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
-    return jax.jit(partial(train_step, spec, optimizer, grad))
+def _jit(fn, mesh):
+    """``jit``; over a mesh, with every output replicated (params, state, losses)."""
+    return jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=NamedSharding(mesh, P()))
+
+
+def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str = "backprop",
+                    mesh=None, form: str = "shard_map"):
+    """``step(state, x, y, hyper=None) -> (state, loss)``, jit-compiled once for ``spec``;
+    over ``mesh`` (params replicated, the batch split along ``data``) when given."""
+    gradients(spec, grad, mesh, form)  # checks grad and form
+    return _jit(partial(train_step, spec, optimizer, grad, mesh=mesh, form=form), mesh)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -91,13 +153,14 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batch_size: int,
-               num_epochs: int, state: TrainState, X, Y, hyper: Hyper | None = None):
+               num_epochs: int, state: TrainState, X, Y, hyper: Hyper | None = None,
+               mesh=None, form: str = "shard_map"):
     """``num_epochs`` epochs over ``X (N, D)``, ``Y``; pure. Returns ``(state, losses)``,
     losses of shape ``(num_epochs, steps_per_epoch)``."""
     N = X.shape[0]
     bs = min(batch_size, N)
     full, rest = divmod(N, bs)
-    step = partial(train_step, spec, optimizer, grad)
+    step = partial(train_step, spec, optimizer, grad, mesh=mesh, form=form)
 
     def epoch(state, _):
         if bs == N:  # full batch: order cannot matter, so no shuffle (it would cost a sort)
@@ -122,11 +185,13 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grad: str, batc
 
 
 def make_epochs(spec: MLPSpec, optimizer: GradientTransformation, batch_size: int,
-                num_epochs: int = 1, grad: str = "backprop"):
-    """``epochs(state, X, Y, hyper=None) -> (state, losses)``: ``num_epochs`` fused, jitted."""
-    if grad not in GRAD_SOURCES:
-        raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
-    return jax.jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs))
+                num_epochs: int = 1, grad: str = "backprop", mesh=None,
+                form: str = "shard_map"):
+    """``epochs(state, X, Y, hyper=None) -> (state, losses)``: ``num_epochs`` fused, jitted;
+    over ``mesh`` when given (``X``, ``Y`` and the state replicated on it)."""
+    gradients(spec, grad, mesh, form)  # checks grad and form
+    return _jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs, mesh=mesh,
+                        form=form), mesh)
 
 
 def predict(scores, spec: MLPSpec):
@@ -158,24 +223,6 @@ def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[f
     return float(value), float(acc)
 
 
-def evaluation_row(params, data, spec: MLPSpec, hyper, X_eval, Y_eval, best_val, best_params,
-                   **row):
-    """One history row's evaluations, and the best-on-validation bookkeeping.
-
-    Adds ``train_acc`` (on ``X_eval``, ``Y_eval``) and, when ``data`` has a validation
-    split, ``val_loss`` and ``val_acc`` to ``row``. Returns ``(row, best_val, best_params)``:
-    the best params are the new ones when validation improved, and always the latest
-    when there is no validation split.
-    """
-    row["train_acc"] = evaluate(params, X_eval, Y_eval, spec, hyper)[1]
-    if getattr(data, "X_val", None) is None:
-        return row, best_val, params
-    row["val_loss"], row["val_acc"] = evaluate(params, data.X_val, data.y_val, spec, hyper)
-    if best_val is None or row["val_acc"] > best_val:
-        best_val, best_params = row["val_acc"], params
-    return row, best_val, best_params
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
@@ -202,10 +249,10 @@ def _progress_bar(enabled: bool | None, total: int, desc: str):
 
 def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         batch_size: int, key=None, grad: str = "backprop", hyper: Hyper | None = None,
-        eval_every: int = 1,
-        train_eval_size: int | None = 1000, checkpoint_path: str | None = None,
-        resume: bool = False, meta: dict | None = None, progress: bool | None = None,
-        callbacks: Sequence[Callable] = (), state: TrainState | None = None) -> FitResult:
+        eval_every: int = 1, train_eval_size: int | None = 1000,
+        checkpoint_path: str | None = None, resume: bool = False, meta: dict | None = None,
+        progress: bool | None = None, callbacks: Sequence[Callable] = (),
+        state: TrainState | None = None, mesh=None, form: str = "shard_map") -> FitResult:
     """Train for ``epochs`` epochs, evaluating every ``eval_every`` of them, as CS231n's Solver.
 
     Args:
@@ -221,11 +268,16 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
       eval_every: epochs fused into one compiled call between evaluations.
       train_eval_size: training accuracy is measured on the first this-many
         training examples (CS231n's Solver uses 1000); None for all.
-      checkpoint_path: save a checkpoint there after every evaluation.
+      checkpoint_path: save a checkpoint there after every evaluation (process 0 only).
       resume: continue from ``checkpoint_path`` if it exists.
       meta: extra JSON-able facts saved in the checkpoint (dataset, optimizer, ...).
       progress: a tqdm bar; None shows it only when stderr is a terminal.
       callbacks: each called as ``cb(state, row)`` after every evaluation.
+      mesh, form: data parallel over ``mesh``'s ``data`` axis (``parallel.data_mesh``),
+        across every process of a ``jax.distributed`` job; ``form`` is one of
+        :data:`FORMS`. Every process holds the dataset; the run is the one-device run
+        (same keys, shuffles and minibatches) to float32 rounding, and its checkpoints
+        load on any number of devices.
 
     Returns:
       A :class:`FitResult`. History rows hold ``epoch, step, train_loss`` (mean
@@ -234,8 +286,10 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
 
     Raises:
       TrainingDiverged: the loss became non-finite; the last good checkpoint stays.
+      parallel.PeerFailure: another process of the job died or became unreachable.
     """
     from . import checkpoint as ckpt
+    from . import parallel
 
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
@@ -243,6 +297,8 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         raise ValueError(f"epochs, batch_size and eval_every must be >= 1; got {epochs}, "
                          f"{batch_size}, {eval_every}")
     X, Y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    if mesh is not None:
+        parallel.check_batches(X.shape[0], batch_size, mesh)
     has_val = getattr(data, "X_val", None) is not None
     Xtr_eval = X if train_eval_size is None else X[:train_eval_size]
     Ytr_eval = Y if train_eval_size is None else Y[:train_eval_size]
@@ -258,6 +314,10 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         best_params, best_val = loaded.best_params, loaded.best_val_acc
     best_params = state.params if best_params is None else best_params
     hyper = hyper_arrays(spec, state.params, hyper)
+    # What the compiled epochs take: on one device as they are, else replicated on the mesh.
+    placed = (state, X, Y, hyper) if mesh is None else parallel.replicate((state, X, Y, hyper),
+                                                                          mesh)
+    writer = jax.process_index() == 0
 
     per_epoch = steps_per_epoch(X.shape[0], batch_size)
     compiled = {}
@@ -270,9 +330,17 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         while epoch < epochs:
             n = min(eval_every, epochs - epoch)
             if n not in compiled:
-                compiled[n] = make_epochs(spec, optimizer, batch_size, n, grad)
-            new_state, losses = compiled[n](state, X, Y, hyper)
-            losses = np.asarray(losses)  # (n, per_epoch)
+                compiled[n] = make_epochs(spec, optimizer, batch_size, n, grad, mesh, form)
+            try:
+                new_placed, losses = compiled[n](*placed)
+                losses = np.asarray(parallel.host_copy(losses))  # (n, per_epoch)
+            except jax.errors.JaxRuntimeError as e:
+                if jax.process_count() == 1:
+                    raise
+                raise parallel.PeerFailure(
+                    f"process {jax.process_index()} of {jax.process_count()}: a collective "
+                    f"failed after epoch {epoch} (a peer died or became unreachable): "
+                    f"{str(e).splitlines()[0][:200]}") from e
             if not np.isfinite(losses).all():
                 bad = int(np.argmax(~np.isfinite(losses.ravel())))
                 e, s = divmod(bad, per_epoch)
@@ -282,10 +350,16 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                     f"loss became {losses.ravel()[bad]} at epoch {epoch + e + 1}, step {s + 1} "
                     f"of {per_epoch} (update {int(state.step) + bad + 1}); the last good "
                     f"state is kept{where}. Lower the learning rate or check the data.")
-            state, epoch = new_state, epoch + n
-            row, best_val, best_params = evaluation_row(
-                state.params, data, spec, hyper, Xtr_eval, Ytr_eval, best_val, best_params,
-                epoch=epoch, step=int(state.step), train_loss=float(losses.mean()))
+            placed = (new_placed, *placed[1:])
+            state = new_placed if mesh is None else parallel.host_state(new_placed)
+            epoch += n
+            row = dict(epoch=epoch, step=int(state.step), train_loss=float(losses.mean()))
+            row["train_acc"] = evaluate(state.params, Xtr_eval, Ytr_eval, spec, hyper)[1]
+            if has_val:
+                row["val_loss"], row["val_acc"] = evaluate(state.params, data.X_val,
+                                                           data.y_val, spec, hyper)
+            if not has_val or best_val is None or row["val_acc"] > best_val:
+                best_val, best_params = row.get("val_acc"), state.params
             lr = _learning_rate(optimizer, state)
             if lr is not None:
                 row["lr"] = lr
@@ -293,7 +367,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             history.append(row)
             for cb in callbacks:
                 cb(state, row)
-            if checkpoint_path:
+            if checkpoint_path and writer:
                 ckpt.save(checkpoint_path, state, spec=spec, history=history,
                           best_params=best_params, best_val_acc=best_val, meta=meta)
             if bar is not None:

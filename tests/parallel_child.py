@@ -30,17 +30,18 @@ opt = optim.momentum(0.05)
 mesh = parallel.data_mesh(8)
 x, y = jnp.asarray(ds.X_train[:256]), jnp.asarray(ds.y_train[:256])
 batch = NamedSharding(mesh, P("data"))
-single = train.make_train_step(spec, opt)
 hyper = spec.hyper(jnp.float32)
-for form in parallel.FORMS:
-    step = parallel.make_sharded_step(spec, opt, mesh, form)
-    s1 = s2 = train.init_state(jax.random.key(0), spec, opt)
-    s2 = parallel.replicate(s2, mesh)
-    for _ in range(100):
-        s1, _ = single(s1, x, y, hyper)
-        s2, _ = step(s2, jax.device_put(x, batch), jax.device_put(y, batch), hyper)
-    out[form] = maxdiff(s1.params, s2.params)
-    out[form + "_sharding"] = str(s2.params[0]["W"].sharding.spec)
+for grad in train.GRAD_SOURCES:
+    single = train.make_train_step(spec, opt, grad)
+    for form in train.FORMS:
+        step = train.make_train_step(spec, opt, grad, mesh=mesh, form=form)
+        s1 = s2 = train.init_state(jax.random.key(0), spec, opt)
+        s2 = parallel.replicate(s2, mesh)
+        for _ in range(100):
+            s1, _ = single(s1, x, y, hyper)
+            s2, _ = step(s2, jax.device_put(x, batch), jax.device_put(y, batch), hyper)
+        out[f"{form}_{grad}"] = maxdiff(s1.params, s2.params)
+        out[f"{form}_{grad}_sharding"] = str(s2.params[0]["W"].sharding.spec)
 
 for name, (n, bs) in {"uneven_error": (1000, 100), "uneven_last_error": (300, 64)}.items():
     try:
@@ -53,16 +54,23 @@ with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "c.npz")
     full = train.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
                      eval_every=1, progress=False)
-    parallel.fit(spec, ds, opt, epochs=2, batch_size=64, key=jax.random.key(1), mesh=mesh,
-                 checkpoint_path=path)
+    train.fit(spec, ds, opt, epochs=2, batch_size=64, key=jax.random.key(1), mesh=mesh,
+              checkpoint_path=path, progress=False)
     resumed = train.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
                         eval_every=1, checkpoint_path=path, resume=True, progress=False)
     out["sharded_then_single"] = maxdiff(full.state.params, resumed.state.params)
     path2 = os.path.join(d, "c2.npz")
     train.fit(spec, ds, opt, epochs=2, batch_size=64, key=jax.random.key(1), eval_every=1,
               checkpoint_path=path2, progress=False)
-    back = parallel.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
-                        mesh=mesh, checkpoint_path=path2, resume=True)
+    back = train.fit(spec, ds, opt, epochs=4, batch_size=64, key=jax.random.key(1),
+                     mesh=mesh, checkpoint_path=path2, resume=True, progress=False)
     out["single_then_sharded"] = maxdiff(full.state.params, back.state.params)
     out["history_len"] = len(checkpoint.load_params(path2).history)
+# fit over the mesh with dropout: gspmd draws the one-device masks, shard_map its own per shard.
+dspec = mj.MLPSpec((64, 64, 10), reg=1e-3, dropout=0.3)
+one = train.fit(dspec, ds, opt, epochs=3, batch_size=64, key=jax.random.key(2), progress=False)
+for form in train.FORMS:
+    r = train.fit(dspec, ds, opt, epochs=3, batch_size=64, key=jax.random.key(2), mesh=mesh,
+                  form=form, progress=False)
+    out["fit_dropout_" + form] = maxdiff(one.state.params, r.state.params)
 json.dump(out, sys.stdout)
