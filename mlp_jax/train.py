@@ -128,9 +128,8 @@ def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, stat
     ``hyper``: reg, dropout and input noise (``spec.hyper()`` when None); arrays, so a
     sweep over them compiles once. ``mesh``, ``form``: data parallel (:func:`gradients`).
     """
-    key, sub = jax.random.split(state.key)
-    value, grads = gradients(spec, grad, mesh, form)(state.params, x, y, hyper,
-                                                     sub if spec.stochastic else None)
+    key, sub = jax.random.split(state.key) if spec.stochastic else (state.key, None)
+    value, grads = gradients(spec, grad, mesh, form)(state.params, x, y, hyper, sub)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
 

@@ -110,3 +110,19 @@ def test_float64_training_is_float64_throughout(x64):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     value, _ = train.evaluate(r.state.params, X, Y, spec)
     assert value == pytest.approx(float(mj.loss(r.state.params, X, Y, spec)), rel=1e-15)
+
+
+def test_full_batch_without_dropout_or_noise_draws_no_keys():
+    """The lean step: when nothing is random (full batch, no dropout, no noise) the key is
+    never split; with dropout, or with minibatches to shuffle, it is."""
+    ds = data.spiral(points_per_class=20)
+    X, Y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
+    keys = {}
+    for name, spec, bs in [("lean", mj.MLPSpec((2, 8, 3)), 60),
+                           ("dropout", mj.MLPSpec((2, 8, 3), dropout=0.1), 60),
+                           ("minibatch", mj.MLPSpec((2, 8, 3)), 20)]:
+        state = train.init_state(jax.random.key(0), spec, optim.sgd(0.1))
+        after, _ = train.make_epochs(spec, optim.sgd(0.1), bs, 3)(state, X, Y)
+        assert int(after.step) == 3 * (60 // bs)
+        keys[name] = tree_equal(jax.random.key_data(state.key), jax.random.key_data(after.key))
+    assert keys == {"lean": True, "dropout": False, "minibatch": False}
