@@ -17,9 +17,15 @@ import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# One host device per core, so the sweep can shard configurations over the cores; XLA
+# reads this once, when jax starts. The single-device measurements run on device 0.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={os.cpu_count()}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
@@ -271,13 +277,15 @@ print(f"\nSpiral, {SPIRAL_STEPS} full-batch steps: fused {t_fused:.3f} s; Python
       f"(x{t_np / t_fused:.1f})")
 
 # --- Sweep: 64 spiral trainings ---------------------------------------------------
+# Against the same compiled single-configuration program called once per configuration;
+# within a device the configurations are batched (vmap) or run one after another
+# (lax.map), on one device or sharded over a "config" axis of every local device.
 configs = sweep.grid(seeds=range(4), lrs=(1.0, 0.5, 0.2, 0.1), regs=(1e-4, 5e-4, 1e-3, 1e-2))
-run = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
 keys = jnp.stack([jax.random.key(c["seed"]) for c in configs])
 lrs = jnp.asarray([c["lr"] for c in configs])
 hypers = mj.Hyper(jnp.asarray([c["reg"] for c in configs]), *2 * [jnp.zeros(len(configs))])
-t_sweep = median_time(lambda: block(run(keys, lrs, hypers, X, Y)), repeats=3, warmup=1)
-single = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300)
+single = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS, batch_size=300,
+                          batching="vmap")
 
 
 def sequential():
@@ -288,10 +296,23 @@ def sequential():
 
 
 t_seq = median_time(sequential, repeats=1 if not QUICK else 2, warmup=1)
-results["sweep"] = {"configs": len(configs), "steps": SWEEP_STEPS, "vmapped_s": t_sweep,
-                    "sequential_s": t_seq}
-print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: one vmapped program "
-      f"{t_sweep:.2f} s; 64 sequential fits {t_seq:.2f} s (x{t_seq / t_sweep:.1f} throughput)")
+variants = {}
+meshes = {"1 device": None}
+if jax.local_device_count() > 1:
+    meshes[f"{jax.local_device_count()} devices"] = sweep.config_mesh()
+for where, mesh in meshes.items():
+    for batching in ("vmap", "map"):
+        run = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS,
+                               batch_size=300, mesh=mesh, batching=batching)
+        variants[f"{where}, {batching}"] = median_time(
+            lambda run=run: block(run(keys, lrs, hypers, X, Y)), repeats=3, warmup=1)
+results["sweep"] = {"configs": len(configs), "steps": SWEEP_STEPS, "sequential_s": t_seq,
+                    "variants_s": variants, "backend": jax.default_backend(),
+                    "default_batching": sweep.BATCHING.get(jax.default_backend(), "vmap")}
+print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: 64 sequential calls "
+      f"of the single-config program {t_seq:.2f} s; one program:")
+for name, t in variants.items():
+    print(f"  {name:16s} {t:6.2f} s  (x{t_seq / t:.2f} throughput)")
 
 
 child = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--memory-child",

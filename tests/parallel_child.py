@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import mlp_jax as mj  # noqa: E402
-from mlp_jax import checkpoint, data, optim, parallel, train  # noqa: E402
+from mlp_jax import checkpoint, data, optim, parallel, sweep, train  # noqa: E402
 
 
 def maxdiff(a, b):
@@ -73,4 +73,15 @@ for form in train.FORMS:
     r = train.fit(dspec, ds, opt, epochs=3, batch_size=64, key=jax.random.key(2), mesh=mesh,
                   form=form, progress=False)
     out["fit_dropout_" + form] = maxdiff(one.state.params, r.state.params)
+# A sweep sharded over a config axis of 8 devices (12 configs: padded to 16) == on one.
+sspec = mj.MLPSpec((2, 16, 3), dropout=0.1)
+sds = data.spiral(points_per_class=20)
+configs = sweep.grid(seeds=(0, 1, 2), lrs=(0.1, 0.3), regs=(0.0, 1e-2))
+runs = {name: sweep.sweep(sspec, sds, lambda lr: optim.sgd(lr), configs, epochs=3,
+                          batch_size=20, mesh=mesh_, batching=batching)
+        for name, mesh_, batching in [("one", None, "vmap"), ("map", "all", "map"),
+                                      ("vmap", sweep.config_mesh(8), "vmap")]}
+for name in ("map", "vmap"):
+    out["sweep_" + name] = maxdiff(runs["one"].params, runs[name].params)
+out["sweep_shapes"] = [runs["map"].losses.shape, jax.tree.leaves(runs["map"].params)[0].shape]
 json.dump(out, sys.stdout)

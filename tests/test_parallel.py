@@ -45,6 +45,14 @@ def test_fit_over_the_mesh_with_dropout(eight_devices):
     assert eight_devices["fit_dropout_shard_map"] > 1e-3, eight_devices
 
 
+def test_sweep_sharded_over_a_config_axis(eight_devices):
+    """12 configs over 8 devices (padded to 16, padding dropped), each device mapping or
+    vmapping its share == the whole sweep on one device."""
+    assert eight_devices["sweep_map"] <= F32, eight_devices
+    assert eight_devices["sweep_vmap"] <= F32, eight_devices
+    assert eight_devices["sweep_shapes"] == [[12, 3, 3], [12, 16, 2]]
+
+
 def test_uneven_batch_is_a_clear_error(eight_devices):
     assert "100 examples does not split evenly over 8 devices" in eight_devices["uneven_error"]
     assert "300 % 64 = 44 examples) does not split evenly" in eight_devices["uneven_last_error"]
