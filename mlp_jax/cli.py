@@ -195,10 +195,13 @@ def _train(args) -> int:
 
     batch_size = args.batch_size or len(ds.X_train)
     per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
-    opt = build_optimizer(args.optimizer, args.lr, args.schedule,
-                          total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
-                          lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
-                          clip=args.clip)
+    try:
+        opt = build_optimizer(args.optimizer, args.lr, args.schedule,
+                              total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
+                              lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
+                              clip=args.clip)
+    except ValueError as e:
+        raise UsageError(f"{e} (from --lr, --lr-decay, --clip or --schedule)") from e
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
     metrics_path = os.path.join(args.out, "metrics.jsonl")

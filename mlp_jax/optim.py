@@ -14,11 +14,13 @@ Hutter 2019 (AdamW); Tieleman & Hinton 2012 (RMSProp).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = float | jax.Array | Schedule
@@ -33,6 +35,26 @@ class GradientTransformation(NamedTuple):
 def apply_updates(params, updates):
     """``params + updates``, leaf by leaf, keeping each parameter's dtype."""
     return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+
+
+def _check(name: str, value, low: float, high: float = float("inf"), *,
+           low_open: bool = True, high_open: bool = True) -> None:
+    """A factory's hyperparameter in its range, where it is concrete: a Python number or a
+    concrete array (every entry); a traced value (a sweep under ``jit``) cannot be read, and
+    a schedule is checked by its own factory."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value, np.float64)
+    bad = ~np.isfinite(v) | ((v <= low) if low_open else (v < low)) \
+        | ((v >= high) if high_open else (v > high))
+    if bad.any():
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be finite and in {lo}{low:g}, {high:g}{hi}; got {value!r}")
+
+
+def _steps(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
 
 
 def _at(lr: ScalarOrSchedule, count, grads):
@@ -52,21 +74,31 @@ def _float(step):
 
 
 def constant(value) -> Schedule:
+    _check("constant's value", value, 0.0, low_open=False)
     return lambda step: jnp.full(jnp.shape(step), value, _float(step).dtype)
 
 
 def step_decay(init_value, decay: float, steps_per_epoch: int) -> Schedule:
     """CS231n's Solver: multiply by ``decay`` (its ``lr_decay``) after every epoch."""
+    _check("step_decay's init_value", init_value, 0.0, low_open=False)
+    _check("step_decay's decay", decay, 0.0, 1.0, high_open=False)
+    _steps("step_decay's steps_per_epoch", steps_per_epoch)
     return lambda step: init_value * decay ** _float(step // steps_per_epoch)
 
 
 def exponential(init_value, rate: float, decay_steps: int) -> Schedule:
     """``init_value * rate ** (step / decay_steps)`` (smooth exponential decay)."""
+    _check("exponential's init_value", init_value, 0.0, low_open=False)
+    _check("exponential's rate", rate, 0.0, 1.0, high_open=False)
+    _steps("exponential's decay_steps", decay_steps)
     return lambda step: init_value * rate ** (_float(step) / decay_steps)
 
 
 def cosine(init_value, decay_steps: int, alpha: float = 0.0) -> Schedule:
     """Cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``, then flat."""
+    _check("cosine's init_value", init_value, 0.0, low_open=False)
+    _steps("cosine's decay_steps", decay_steps)
+    _check("cosine's alpha", alpha, 0.0, 1.0, low_open=False, high_open=False)
     def schedule(step):
         t = _float(jnp.minimum(step, decay_steps)) / decay_steps
         return init_value * ((1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * t)) + alpha)
@@ -76,6 +108,8 @@ def cosine(init_value, decay_steps: int, alpha: float = 0.0) -> Schedule:
 def linear_warmup(peak_value, warmup_steps: int, after: Schedule | None = None) -> Schedule:
     """Linear from ``peak/warmup_steps`` to ``peak`` over ``warmup_steps`` updates, then ``after``
     (counted from the end of warm-up; constant ``peak`` if None)."""
+    _check("linear_warmup's peak_value", peak_value, 0.0, low_open=False)
+    _steps("linear_warmup's warmup_steps", warmup_steps)
     def schedule(step):
         warm = peak_value * _float(jnp.minimum(step + 1, warmup_steps)) / warmup_steps
         if after is None:
@@ -91,6 +125,7 @@ class SgdState(NamedTuple):
 
 def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     """Vanilla update: ``x += -lr * dx``."""
+    _check("sgd's learning_rate", learning_rate, 0.0, low_open=False)
     def init(params):
         return SgdState(jnp.zeros([], jnp.int32))
 
@@ -108,6 +143,8 @@ class MomentumState(NamedTuple):
 
 def momentum(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
     """CS231n's momentum: ``v = mu * v - lr * dx; x += v``."""
+    _check("momentum's learning_rate", learning_rate, 0.0, low_open=False)
+    _check("momentum's mu", mu, 0.0, 1.0, low_open=False)
     def init(params):
         return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
 
@@ -122,6 +159,8 @@ def momentum(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
 def nesterov(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
     """CS231n's Nesterov momentum: ``v_prev = v; v = mu * v - lr * dx;
     x += -mu * v_prev + (1 + mu) * v``."""
+    _check("nesterov's learning_rate", learning_rate, 0.0, low_open=False)
+    _check("nesterov's mu", mu, 0.0, 1.0, low_open=False)
     def init(params):
         return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
 
@@ -141,6 +180,9 @@ class RmsPropState(NamedTuple):
 
 def rmsprop(learning_rate: ScalarOrSchedule, decay_rate=0.99, eps=1e-8) -> GradientTransformation:
     """``cache = decay * cache + (1 - decay) * dx**2; x += -lr * dx / (sqrt(cache) + eps)``."""
+    _check("rmsprop's learning_rate", learning_rate, 0.0, low_open=False)
+    _check("rmsprop's decay_rate", decay_rate, 0.0, 1.0, low_open=False)
+    _check("rmsprop's eps", eps, 0.0)
     def init(params):
         return RmsPropState(jnp.zeros([], jnp.int32), _zeros(params))
 
@@ -167,6 +209,11 @@ def adam(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
     ``m = b1 m + (1-b1) dx; v = b2 v + (1-b2) dx**2; t += 1``
     ``x += -lr * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + eps) - lr * weight_decay * x``
     """
+    _check("adam's learning_rate", learning_rate, 0.0, low_open=False)
+    for name, value in (("b1", b1), ("b2", b2)):
+        _check(f"adam's {name}", value, 0.0, 1.0, low_open=False)
+    _check("adam's eps", eps, 0.0)
+    _check("adam's weight_decay", weight_decay, 0.0, low_open=False)
     def init(params):
         return AdamState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
 
@@ -199,6 +246,7 @@ class EmptyState(NamedTuple):
 
 def clip_by_global_norm(max_norm) -> GradientTransformation:
     """Scale all gradients by ``min(1, max_norm / ||g||)``, the norm over every leaf."""
+    _check("clip_by_global_norm's max_norm", max_norm, 0.0)
     def update(grads, state, params=None):
         norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
         scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))

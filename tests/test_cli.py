@@ -14,6 +14,9 @@ from mlp_jax import cli
     (["train", "--dataset", "cifar10"], "needs --data-dir"),
     (["train", "--loss", "logistic"], "binary but digits has 10 classes"),
     (["train", "--dropout", "1.5"], r"drop probability in \[0, 1\)"),
+    (["train", "--schedule", "step", "--lr-decay", "1.5"],
+     r"step_decay's decay must be finite and in \(0, 1\]; got 1.5 \(from --lr, --lr-decay"),
+    (["train", "--schedule", "exponential", "--lr-decay", "2"], r"exponential.s rate must be"),
     (["eval", "--checkpoint", "/nonexistent"], "no checkpoint"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -1,5 +1,7 @@
 """Optimizers vs textbook update formulas written here in numpy; schedules vs closed forms."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -282,3 +284,42 @@ def test_adam_needs_params_only_for_weight_decay():
 def test_chain_reports_the_last_rate_it_holds():
     assert optim.chain(optim.clip_by_global_norm(1.0)).learning_rate is None
     assert optim.chain(optim.sgd(0.1), optim.clip_by_global_norm(1.0)).learning_rate == 0.1
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: optim.sgd(-0.1), "sgd's learning_rate must be finite and in [0, inf); got -0.1"),
+    (lambda: optim.sgd(float("nan")), "sgd's learning_rate must be finite"),
+    (lambda: optim.adam(-1e-3), "adam's learning_rate must be finite and in [0, inf)"),
+    (lambda: optim.adam(1e-3, b1=1.0), "adam's b1 must be finite and in [0, 1); got 1.0"),
+    (lambda: optim.adam(1e-3, eps=0.0), "adam's eps must be finite and in (0, inf)"),
+    (lambda: optim.adamw(1e-3, weight_decay=-1e-4), "adam's weight_decay must be finite and in [0"),
+    (lambda: optim.momentum(0.1, mu=1.5), "momentum's mu must be finite and in [0, 1); got 1.5"),
+    (lambda: optim.nesterov(0.1, mu=-0.1), "nesterov's mu must be finite and in [0, 1)"),
+    (lambda: optim.rmsprop(0.1, decay_rate=1.0), "rmsprop's decay_rate must be finite and in [0"),
+    (lambda: optim.cosine(0.1, 0), "cosine's decay_steps must be an int >= 1; got 0"),
+    (lambda: optim.cosine(0.1, 10, alpha=2.0), "cosine's alpha must be finite and in [0, 1]"),
+    (lambda: optim.exponential(0.1, -0.5, 10), "exponential's rate must be finite and in (0, 1]"),
+    (lambda: optim.step_decay(0.1, 0.5, 0), "step_decay's steps_per_epoch must be an int >= 1"),
+    (lambda: optim.step_decay(0.1, 1.5, 10), "step_decay's decay must be finite and in (0, 1]"),
+    (lambda: optim.linear_warmup(0.1, 0), "linear_warmup's warmup_steps must be an int >= 1"),
+    (lambda: optim.constant(-1.0), "constant's value must be finite and in [0, inf)"),
+    (lambda: optim.clip_by_global_norm(0.0), "clip_by_global_norm's max_norm must be finite"),
+    (lambda: optim.clip_by_global_norm(-1.0), "clip_by_global_norm's max_norm must be finite"),
+    (lambda: optim.sgd(jnp.asarray([0.1, -0.1])), "sgd's learning_rate must be finite"),
+])
+def test_factories_refuse_values_that_would_ascend_or_give_nan(make, message):
+    """Each of these trained silently before: ascending, NaN rates, or zeroed updates.
+    (A rate of 0 is allowed: nothing moves, which tests and frozen runs use.)"""
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        make()
+
+
+def test_traced_hyperparameters_are_not_checked_but_still_work():
+    """Inside jit or vmap a value cannot be read; the factory accepts it as it is."""
+    def update(lr):
+        opt, g = optim.sgd(lr), {"w": jnp.ones(2)}
+        return opt.update(g, opt.init(g))[0]["w"]
+
+    f = jax.jit(jax.vmap(update))
+    np.testing.assert_allclose(f(jnp.asarray([0.1, 0.2])), [[-0.1, -0.1], [-0.2, -0.2]],
+                               rtol=1e-6)
