@@ -66,16 +66,20 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return True
 
 
-def data_mesh(num_devices: int | None = None):
-    """A 1-D mesh over ``num_devices`` devices (all, across every process, by default)."""
-    available = jax.device_count()
-    n = available if num_devices is None else num_devices
-    if not 1 <= n <= available:
-        raise ValueError(f"asked for {n} devices but {available} are available "
-                         f"({jax.devices()[0].platform}); on CPU, set XLA_FLAGS="
+def axis_mesh(name: str, devices, num_devices: int | None = None):
+    """A 1-D mesh with axis ``name`` over the first ``num_devices`` of ``devices`` (all)."""
+    n = len(devices) if num_devices is None else num_devices
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"asked for {n} devices but {len(devices)} are available "
+                         f"({devices[0].platform}); on CPU, set XLA_FLAGS="
                          "--xla_force_host_platform_device_count=N before importing jax")
-    devices = jax.devices()[:n]
-    return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+    return jax.make_mesh((n,), (name,), axis_types=(AxisType.Auto,), devices=devices[:n])
+
+
+def data_mesh(num_devices: int | None = None):
+    """A 1-D ``data`` mesh over ``num_devices`` devices (all, across every process, by
+    default)."""
+    return axis_mesh("data", jax.devices(), num_devices)
 
 
 def check_batches(num_examples: int, batch_size: int, mesh) -> None:

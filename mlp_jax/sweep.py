@@ -20,10 +20,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 from .optim import GradientTransformation
+from .parallel import axis_mesh
 from .spec import Hyper, MLPSpec
 from .train import evaluate, init_state, run_epochs
 
@@ -33,13 +33,7 @@ BATCHING = {"cpu": "map"}  # per backend; "vmap" elsewhere (measured, module doc
 
 def config_mesh(num_devices: int | None = None):
     """A 1-D mesh named ``config`` over ``num_devices`` local devices (all by default)."""
-    devices = jax.local_devices()
-    n = len(devices) if num_devices is None else num_devices
-    if not 1 <= n <= len(devices):
-        raise ValueError(f"asked for {n} devices but {len(devices)} are available; on CPU, "
-                         "set XLA_FLAGS=--xla_force_host_platform_device_count=N before "
-                         "importing jax")
-    return jax.make_mesh((n,), ("config",), axis_types=(AxisType.Auto,), devices=devices[:n])
+    return axis_mesh("config", jax.local_devices(), num_devices)
 
 
 class SweepResult(NamedTuple):
