@@ -17,20 +17,18 @@ import subprocess
 import sys
 import time
 
-# One host device per core, so the sweep can shard configurations over the cores; XLA
-# reads this once, when jax starts. The single-device measurements run on device 0.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                               f"device_count={os.cpu_count()}").strip()
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
 from experiments.common import quick_mode, write_json  # noqa: E402
-from mlp_jax import data, optim, sweep, train  # noqa: E402
+from mlp_jax import data, optim, parallel, sweep, train  # noqa: E402
+
+# One host device per core, so the sweep can shard configurations over the cores (before
+# JAX's first operation). The single-device measurements run on device 0.
+parallel.use_every_core()
 
 QUICK = quick_mode()
 REPEATS = 5 if QUICK else 30  # timed repetitions (after warm-up); we report the median

@@ -1,4 +1,4 @@
-"""The ``mlp-jax`` command line: ``train``, ``eval`` and ``gradcheck``."""
+"""The ``mlp-jax`` command line: ``train``, ``sweep``, ``eval`` and ``gradcheck``."""
 
 from __future__ import annotations
 
@@ -101,18 +101,25 @@ class UsageError(Exception):
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
 
 
+def _numbers(kind, what: str, *, positive: bool = False, unique: bool = False):
+    """A parser of comma-separated numbers, each > 0 (``positive``) or >= 0."""
+    def parse(text):
+        try:
+            values = tuple(kind(t) for t in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; got {text!r}"
+                                             ) from None
+        if any(not (v > 0 if positive else v >= 0) for v in values):
+            raise argparse.ArgumentTypeError(f"values must be {'> 0' if positive else '>= 0'}; "
+                                             f"got {text!r}")
+        return tuple(dict.fromkeys(values)) if unique else values
+    return parse
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     if text.strip().lower() in ("", "none", "0"):
         return ()
-    try:
-        sizes = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated widths like 100 or 256,128 (or none); got {text!r}"
-        ) from None
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"widths must be positive; got {text!r}")
-    return sizes
+    return _numbers(int, "widths like 100 or 256,128 (or none)", positive=True)(text)
 
 
 def _positive(kind):
@@ -122,6 +129,11 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
         return value
     return parse
+
+
+def _values(kind):
+    """A sweep's values of one option: comma-separated numbers >= 0, repeats dropped."""
+    return _numbers(kind, f"{kind.__name__}s like 1e-3,3e-3", unique=True)
 
 
 def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
@@ -156,22 +168,11 @@ def _binary_labels(ds, spec):
                           for k in ("y_train", "y_val", "y_test")})
 
 
-def _train(args) -> int:
-    from . import parallel
-
-    try:  # before any other JAX work
-        distributed = parallel.initialize(args.coordinator, args.num_processes, args.process_id,
-                                          timeout=args.dist_timeout)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    import jax
-
-    from . import data, train
-    from .checkpoint import load_params
+def _problem(args):
+    """What the shared options describe: the dataset (binary labels where the loss wants
+    them), ``make_spec(reg, dropout, input_noise)`` and the batch size."""
+    from . import data
     from .spec import MLPSpec
-
-    lead = jax.process_index() == 0  # only process 0 writes files and talks
-    args.quiet = args.quiet or not lead
 
     try:
         ds = data.load(args.dataset, args.data_dir)
@@ -185,23 +186,54 @@ def _train(args) -> int:
         raise UsageError("--loss squared needs real-valued targets; the CLI's datasets are "
                          "classification (use softmax, svm, or the library API)")
     C = 1 if args.loss in loss_labels else ds.num_classes
-    try:
-        spec = MLPSpec((ds.X_train.shape[1], *args.hidden, C), activation=args.activation,
-                       loss=args.loss, reg=args.reg, dropout=args.dropout,
-                       input_noise=args.input_noise, init=args.init)
-    except (ValueError, TypeError) as e:
-        raise UsageError(str(e)) from e
-    ds = _binary_labels(ds, spec)
 
-    batch_size = args.batch_size or len(ds.X_train)
-    per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
+    def make_spec(reg, dropout, input_noise):
+        try:
+            return MLPSpec((ds.X_train.shape[1], *args.hidden, C), activation=args.activation,
+                           loss=args.loss, reg=reg, dropout=dropout, input_noise=input_noise,
+                           init=args.init)
+        except (ValueError, TypeError) as e:
+            raise UsageError(str(e)) from e
+
+    return _binary_labels(ds, make_spec(0.0, 0.0, 0.0)), make_spec, \
+        args.batch_size or len(ds.X_train)
+
+
+def _optimizer(args, lr, num_examples: int):
+    """The optimizer of the shared options at learning rate ``lr`` (a number or, in a
+    sweep, a traced array)."""
+    from .train import steps_per_epoch
+
+    per_epoch = steps_per_epoch(num_examples, args.batch_size or num_examples)
     try:
-        opt = build_optimizer(args.optimizer, args.lr, args.schedule,
-                              total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
-                              lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
-                              clip=args.clip)
+        return build_optimizer(args.optimizer, lr, args.schedule,
+                               total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
+                               lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
+                               clip=args.clip)
     except ValueError as e:
         raise UsageError(f"{e} (from --lr, --lr-decay, --clip or --schedule)") from e
+
+
+def _train(args) -> int:
+    from . import parallel
+
+    try:  # before any other JAX work
+        distributed = parallel.initialize(args.coordinator, args.num_processes, args.process_id,
+                                          timeout=args.dist_timeout)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    import jax
+
+    from . import train
+    from .checkpoint import load_params
+
+    lead = jax.process_index() == 0  # only process 0 writes files and talks
+    args.quiet = args.quiet or not lead
+
+    ds, make_spec, batch_size = _problem(args)
+    spec = make_spec(args.reg, args.dropout, args.input_noise)
+    per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
+    opt = _optimizer(args, args.lr, len(ds.X_train))
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
@@ -270,6 +302,227 @@ def _train(args) -> int:
         print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
               + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
     return 0
+
+
+# The options a sweep's results depend on, besides each configuration's own values; a
+# resumed sweep must match them.
+SWEEP_FIXED = ("dataset", "data_dir", "hidden", "activation", "loss", "init", "optimizer",
+               "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size", "grad")
+SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
+
+
+def _sweep_configs(args) -> list[dict]:
+    from . import sweep
+
+    if args.random:
+        spans = dict(lr=args.lr, reg=args.reg, dropout=args.dropout,
+                     input_noise=args.input_noise)
+        return sweep.random_search(args.random, args.search_seed, seeds=args.seeds,
+                                   **{k: (min(v), max(v)) for k, v in spans.items()})
+    return sweep.grid(seeds=args.seeds, lrs=args.lr, regs=args.reg, dropouts=args.dropout,
+                      input_noises=args.input_noise)
+
+
+def _train_command(args, row) -> str:
+    """The ``mlp-jax train`` command that reruns one configuration of the sweep."""
+    import shlex
+
+    argv = ["mlp-jax", "train"]
+    for name in SWEEP_FIXED:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name == "hidden":
+            value = ",".join(map(str, value)) or "none"
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    for name in SWEEP_AXES:
+        argv += [f"--{name.replace('_', '-')}", repr(row[name])]
+    return shlex.join(argv + ["--out", os.path.join(args.out, "best")])
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _sweep(args) -> int:
+    from . import parallel
+
+    parallel.use_every_core()  # before JAX's first operation: a device per core on CPU
+    import jax
+
+    from . import sweep, train
+    from .spec import Hyper
+    from .train import evaluate
+
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0; got {args.warmup}")
+    configs = _sweep_configs(args)
+    ds, make_spec, batch_size = _problem(args)
+    for c in configs:  # every value checked before anything runs
+        make_spec(c["reg"], c["dropout"], c["input_noise"])
+    _optimizer(args, max(args.lr), len(ds.X_train))
+    try:
+        mesh = sweep.config_mesh(args.devices or None)
+    except ValueError as e:
+        raise UsageError(f"--devices {args.devices}: {e}") from e
+    mesh = mesh if mesh.shape["config"] > 1 else None
+    batching = args.batching or sweep.BATCHING.get(jax.default_backend(), "vmap")
+    chunk = args.chunk or (None if batching == "vmap" else len(mesh.devices.flat) if mesh
+                           else 1)
+
+    os.makedirs(args.out, exist_ok=True)
+    paths = {name: os.path.join(args.out, name) for name in
+             ("options.json", "results.jsonl", "sweep.csv", "sweep.json", "sweep.png")}
+    fixed = {name: getattr(args, name) for name in SWEEP_FIXED}
+    fixed["hidden"] = list(args.hidden)
+    done = {}
+    if os.path.exists(paths["results.jsonl"]):
+        if not args.resume:
+            raise UsageError(f"{paths['results.jsonl']} exists: pass --resume to finish that "
+                             "sweep, or choose another --out")
+        try:
+            with open(paths["options.json"]) as f:
+                before = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot resume: {paths['options.json']} is unreadable ({e})") from e
+        changed = [k for k in SWEEP_FIXED if before.get(k) != fixed[k]]
+        if changed:
+            raise UsageError("cannot resume: the sweep in " + args.out + " was run with "
+                             + ", ".join(f"--{k.replace('_', '-')} {before.get(k)}"
+                                         for k in changed)
+                             + "; give the same options or another --out")
+        with open(paths["results.jsonl"]) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by a crash: that config runs again
+                    continue
+                done[tuple(row[k] for k in SWEEP_AXES)] = row
+        # without a line a crash cut short, which the next append would run into
+        _write_atomic(paths["results.jsonl"], "".join(json.dumps(r) + "\n"
+                                                      for r in done.values()))
+    else:
+        _write_atomic(paths["options.json"], json.dumps(fixed, indent=1))
+
+    def key(c):  # a config's values as they will be stored (None: the spec's default)
+        return (c["seed"], c["lr"], *(0.0 if c[k] is None else c[k] for k in SWEEP_AXES[2:]))
+
+    todo = [c for c in configs if key(c) not in done]
+    rows = [done[key(c)] for c in configs if key(c) in done]
+    # Dropout and input noise exist in a net or not (the spec's program has them or not):
+    # one program per kind, so each run is the one `mlp-jax train` with its values runs.
+    groups = {}
+    for c in todo:
+        groups.setdefault((c["dropout"] > 0, c["input_noise"] > 0), []).append(c)
+    metric = "val_acc" if ds.X_val is not None else "train_acc"
+    t0 = time.perf_counter()
+    if not args.quiet:
+        where = f"{mesh.shape['config']} devices" if mesh else "1 device"
+        print(f"{ds.describe()}\nnetwork {make_spec(0, 0, 0).sizes}, {args.activation}, "
+              f"{args.loss}, {args.optimizer} ({args.schedule}), {args.epochs} epochs "
+              f"(batch {batch_size}); {len(configs)} configurations"
+              + (f" ({len(rows)} already done)" if rows else "")
+              + f" on {where}, {batching}", flush=True)
+    bar = train._progress_bar(None if not args.quiet else False, len(todo), "sweep")
+    if bar is not None:
+        bar.unit = "config"
+
+    def record(spec, part):
+        new = []
+        for i, c in enumerate(part.configs):
+            params = part.params_of(i)
+            row = dict(zip(SWEEP_AXES, key(c)))
+            row["final_loss"] = float(part.losses[i, -1].mean())
+            row["diverged"] = not bool(np.isfinite(part.losses[i]).all())
+            for split in ("train", "val"):
+                X = getattr(ds, f"X_{split}")
+                if X is not None:
+                    row[f"{split}_loss"], row[f"{split}_acc"] = evaluate(
+                        params, X, getattr(ds, f"y_{split}"), spec, Hyper(*key(c)[2:]))
+            new.append(row)
+        with open(paths["results.jsonl"], "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in new)
+            f.flush()
+            os.fsync(f.fileno())
+        rows.extend(new)
+        if bar is not None:
+            bar.update(len(new))
+        elif not args.quiet:
+            best = max(rows, key=lambda r: (not r["diverged"], r[metric]))
+            print(f"{len(rows)}/{len(configs)} configurations, {time.perf_counter() - t0:.1f} "
+                  f"s; best {metric} so far {best[metric]:.4f}", flush=True)
+
+    try:
+        for group in groups.values():
+            spec = make_spec(0.0, max(c["dropout"] for c in group),
+                             max(c["input_noise"] for c in group))
+            sweep.sweep(spec, ds, lambda lr: _optimizer(args, lr, len(ds.X_train)), group,
+                        epochs=args.epochs, batch_size=batch_size, grad=args.grad, mesh=mesh,
+                        batching=batching, chunk=chunk,
+                        callback=lambda start, part, spec=spec: record(spec, part))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+
+    rows.sort(key=lambda r: (r["diverged"], -r[metric], r.get("val_loss", r["train_loss"])))
+    best = rows[0]
+    command = _train_command(args, best)
+    columns = list(SWEEP_AXES) + [k for k in ("final_loss", "train_loss", "train_acc",
+                                              "val_loss", "val_acc", "diverged") if k in best]
+    _write_atomic(paths["sweep.csv"], ",".join(columns) + "\n" + "".join(
+        ",".join(str(r[k]) for k in columns) + "\n" for r in rows))
+    _write_atomic(paths["sweep.json"], json.dumps(
+        dict(options=fixed, metric=metric, seconds=round(elapsed, 2), best=best,
+             best_command=command, rows=rows), indent=1))
+    plot = _plot_sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
+                       "configurations")
+    if not args.quiet:
+        print(f"\n{'rank':>4}  " + "".join(f"{k:>12}" for k in columns[:-1]))
+        for rank, r in enumerate(rows[:10], 1):
+            print(f"{rank:>4}  " + "".join(f"{r[k]:>12.4g}" for k in columns[:-1])
+                  + ("  diverged" if r["diverged"] else ""))
+        print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}")
+        print(f"{elapsed:.1f} s; wrote {paths['sweep.csv']}, {paths['sweep.json']}"
+              + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for sweep.png)"))
+    return 0
+
+
+def _plot_sweep(rows, metric, path, title) -> str | None:
+    """One panel per swept hyperparameter: each configuration's score at its value."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    axes = [k for k in SWEEP_AXES[1:] if len({r[k] for r in rows}) > 1] or ["seed"]
+    fig, panels = plt.subplots(1, len(axes), figsize=(4 * len(axes), 3.6), squeeze=False,
+                               sharey=True)
+    ok = [r for r in rows if not r["diverged"]]
+    for ax, name in zip(panels[0], axes):
+        ax.scatter([r[name] for r in ok], [r[metric] for r in ok], alpha=0.6, s=18)
+        if ok:
+            ax.scatter([ok[0][name]], [ok[0][metric]], marker="*", s=160, color="C3",
+                       label="best", zorder=3)
+            ax.legend(loc="lower right")
+        if name in ("lr", "reg") and all(r[name] > 0 for r in ok):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel=name)
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel(metric + (f" ({len(rows) - len(ok)} diverged, not shown)"
+                                      if len(ok) < len(rows) else ""))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _summarize(params, ds, spec) -> dict:
@@ -368,32 +621,36 @@ def build_parser() -> argparse.ArgumentParser:
     from .optim import OPTIMIZERS
     from .spec import INITS
 
+    def problem_options(c):  # what train and sweep share: data, network, optimizer, budget
+        c.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+        c.add_argument("--data-dir", help="where cifar10's python batches are")
+        c.add_argument("--hidden", type=_hidden, default=(256,),
+                       help="hidden widths, comma-separated (default 256; 'none': linear "
+                            "classifier)")
+        c.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu")
+        c.add_argument("--loss", choices=LOSS_NAMES, default="softmax")
+        c.add_argument("--init", choices=INITS, default="he")
+        c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+        c.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+        c.add_argument("--lr-decay", type=_positive(float), default=0.95,
+                       help="per-epoch factor of the step and exponential schedules")
+        c.add_argument("--warmup", type=int, default=0, help="warm-up epochs (warmup_cosine)")
+        c.add_argument("--clip", type=_positive(float), help="clip gradients to this global norm")
+        c.add_argument("--epochs", type=_positive(int), default=100)
+        c.add_argument("--batch-size", type=_positive(int), default=64,
+                       help="minibatch size (larger than the data: full batch)")
+        c.add_argument("--grad", choices=("backprop", "autodiff"), default="backprop",
+                       help="hand-derived backprop or jax.grad")
+
     t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot")
-    t.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    t.add_argument("--data-dir", help="where cifar10's python batches are")
-    t.add_argument("--hidden", type=_hidden, default=(256,),
-                   help="hidden widths, comma-separated (default 256; 'none': linear classifier)")
-    t.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu")
-    t.add_argument("--loss", choices=LOSS_NAMES, default="softmax")
-    t.add_argument("--init", choices=INITS, default="he")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    problem_options(t)
     t.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate")
-    t.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    t.add_argument("--lr-decay", type=_positive(float), default=0.95,
-                   help="per-epoch factor of the step and exponential schedules")
-    t.add_argument("--warmup", type=int, default=0, help="warm-up epochs (warmup_cosine)")
-    t.add_argument("--clip", type=_positive(float), help="clip gradients to this global norm")
     t.add_argument("--reg", type=float, default=1e-3, help="L2 strength")
     t.add_argument("--dropout", type=float, default=0.2, help="drop probability")
     t.add_argument("--input-noise", type=float, default=0.2, help="Gaussian input noise std")
-    t.add_argument("--epochs", type=_positive(int), default=100)
-    t.add_argument("--batch-size", type=_positive(int), default=64,
-                   help="minibatch size (larger than the data: full batch)")
     t.add_argument("--eval-every", type=_positive(int), default=10,
                    help="epochs fused into one compiled call between evaluations")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--grad", choices=("backprop", "autodiff"), default="backprop",
-                   help="hand-derived backprop or jax.grad")
     t.add_argument("--out", default=None, help="output directory (default runs/DATASET)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
@@ -410,6 +667,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=_positive(int), default=60,
                    help="seconds to wait for every process to join")
     t.set_defaults(func=_train)
+
+    w = sub.add_parser("sweep", help="train many configurations (seeds x lr x reg x dropout x "
+                       "input noise) at once; writes a table, a plot and the best run's "
+                       "mlp-jax train command",
+                       description="Train every configuration of a grid (or --random N points "
+                       "drawn from the ranges the lists span) as one compiled program per "
+                       "chunk, sharded over every core or device. Results are kept as each "
+                       "chunk ends; --resume finishes a stopped sweep.")
+    problem_options(w)
+    w.add_argument("--lr", type=_values(float), default=(1e-3,), metavar="LRS",
+                   help="learning rates, comma-separated (default 1e-3)")
+    w.add_argument("--reg", type=_values(float), default=(1e-3,), metavar="REGS",
+                   help="L2 strengths (default 1e-3)")
+    w.add_argument("--dropout", type=_values(float), default=(0.2,), metavar="RATES",
+                   help="drop probabilities (default 0.2)")
+    w.add_argument("--input-noise", type=_values(float), default=(0.2,), metavar="STDS",
+                   help="Gaussian input noise stds (default 0.2)")
+    w.add_argument("--seeds", type=_values(int), default=(0,), help="seeds, e.g. 0,1,2")
+    w.add_argument("--random", type=_positive(int), metavar="N",
+                   help="instead of the grid, N random points between each list's smallest "
+                        "and largest value (lr and reg log-uniform), each run for every seed")
+    w.add_argument("--search-seed", type=int, default=0, help="seed of the --random points")
+    w.add_argument("--devices", type=int, default=0,
+                   help="devices to shard the configurations over (0: all; on CPU one per "
+                        "core)")
+    w.add_argument("--batching", choices=("vmap", "map"),
+                   help="within a device: vmap or one after another (default: map on CPU, "
+                        "vmap elsewhere)")
+    w.add_argument("--chunk", type=_positive(int),
+                   help="configurations per compiled call, i.e. between saves of the results "
+                        "(default: one per device with map, all with vmap)")
+    w.add_argument("--out", default=None, help="output directory (default runs/sweep-DATASET)")
+    w.add_argument("--resume", action="store_true",
+                   help="finish the sweep in --out: configurations already done are kept")
+    w.add_argument("--quiet", action="store_true", help="no progress, no table")
+    w.set_defaults(func=_sweep)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset")
     e.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
@@ -459,7 +752,8 @@ def main(argv=None) -> int:
     if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
         return _supervise(argv, args)
     if getattr(args, "out", "unset") is None:
-        args.out = os.path.join("runs", args.dataset)
+        args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "")
+                                + args.dataset)
     from .parallel import PeerFailure
 
     try:

@@ -66,6 +66,21 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return True
 
 
+def use_every_core() -> bool:
+    """One CPU device per core, so that work split over devices (a sweep's configurations)
+    runs on every core; a no-op on GPU/TPU backends. Only possible before JAX's first
+    operation, and left alone when ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already says
+    how many: returns whether it set the count."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or \
+            jax.config.jax_num_cpu_devices != -1:
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    except RuntimeError:  # JAX already started: keep its devices
+        return False
+    return True
+
+
 def axis_mesh(name: str, devices, num_devices: int | None = None):
     """A 1-D mesh with axis ``name`` over the first ``num_devices`` of ``devices`` (all)."""
     n = len(devices) if num_devices is None else num_devices

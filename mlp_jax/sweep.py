@@ -56,6 +56,46 @@ def grid(seeds=(0,), lrs=(1e-3,), regs=(None,), dropouts=(None,),
             for s, lr, r, p, n in itertools.product(seeds, lrs, regs, dropouts, input_noises)]
 
 
+LOG_SCALE = ("lr", "reg")  # drawn log-uniformly by random_search; the rates uniformly
+
+
+def random_search(n: int, seed: int = 0, *, seeds=(0,), digits: int = 3,
+                  **ranges: tuple[float, float]) -> list[dict]:
+    """``n`` random points, each run for every seed of ``seeds`` (CS231n's advice: random
+    search over ranges, learning rate and reg on a log scale).
+
+    ``ranges``: ``lr=(lo, hi)`` and optionally ``reg``, ``dropout``, ``input_noise``; a
+    field absent or with ``lo == hi`` is fixed. :data:`LOG_SCALE` fields are drawn
+    log-uniformly (``lo > 0``; a ``reg`` range from 0 starts at ``hi / 1e4``), the rates
+    uniformly; values are rounded to ``digits`` significant digits, so that printing
+    one gives back exactly the value used.
+    """
+    unknown = set(ranges) - {"lr", *HYPER_FIELDS}
+    if unknown:
+        raise ValueError(f"random_search ranges are lr, {', '.join(HYPER_FIELDS)}; got "
+                         f"{sorted(unknown)}")
+    if n < 1:
+        raise ValueError(f"random_search needs n >= 1 points; got {n}")
+    rng = np.random.default_rng(seed)
+    points = []
+    for _ in range(n):
+        point = {}
+        for field, (lo, hi) in ranges.items():
+            lo, hi = float(min(lo, hi)), float(max(lo, hi))
+            if lo == hi:
+                point[field] = lo
+                continue
+            if field in LOG_SCALE:
+                lo = lo if lo > 0 else hi / 1e4
+                value = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            else:
+                value = float(rng.uniform(lo, hi))
+            point[field] = float(f"{value:.{digits}g}")
+        points.append(point)
+    return [dict(seed=s, lr=p.get("lr", 1e-3), reg=p.get("reg"), dropout=p.get("dropout"),
+                 input_noise=p.get("input_noise")) for p in points for s in seeds]
+
+
 def make_sweep(spec: MLPSpec, make_optimizer: Callable[[jax.Array], GradientTransformation],
                *, epochs: int, batch_size: int, grad: str = "backprop", mesh=None,
                batching: str | None = None):
@@ -91,7 +131,8 @@ def make_sweep(spec: MLPSpec, make_optimizer: Callable[[jax.Array], GradientTran
 
 def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTransformation],
           configs: list[dict], *, epochs: int, batch_size: int, grad: str = "backprop",
-          mesh="all", batching: str | None = None) -> SweepResult:
+          mesh="all", batching: str | None = None, chunk: int | None = None,
+          callback: Callable[[int, SweepResult], None] | None = None) -> SweepResult:
     """Train every configuration of ``configs`` (see :func:`grid`) at once.
 
     Args:
@@ -103,9 +144,14 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
       configs: dicts with ``seed``, ``lr`` and optionally ``reg``, ``dropout``,
         ``input_noise``.
       mesh: ``"all"`` (default) shards the configs over every local device; None runs
-        them on one; or a :func:`config_mesh`. Configs are padded (repeating the last)
-        to a multiple of the mesh size, and the padding dropped from the result.
+        them on one; or a :func:`config_mesh`.
       batching: ``"vmap"`` or ``"map"`` within a device (see :func:`make_sweep`).
+      chunk: configurations per compiled call (None: all in one), rounded up to a
+        multiple of the mesh size. The last call is padded (repeating the last config,
+        whose copies are dropped), so one compilation serves every chunk.
+      callback: called as ``callback(start, part)`` after each chunk, ``part`` the
+        :class:`SweepResult` of ``configs[start:start + len(part.configs)]``: to
+        record results as they come (a sweep that stops keeps what it finished).
 
     Returns:
       A :class:`SweepResult` with stacked final params and every minibatch loss.
@@ -127,16 +173,26 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     if isinstance(mesh, str) and mesh == "all":
         mesh = config_mesh() if jax.local_device_count() > 1 else None
     n = len(configs)
-    pad = 0 if mesh is None else -n % mesh.shape["config"]
+    width = 1 if mesh is None else mesh.shape["config"]
+    size = -(-min(chunk or n, n) // width) * width  # configs per call
+    pad = -n % size
     if pad:  # repeat the last config; its copies are dropped below
         keys, lrs, hypers = jax.tree.map(lambda a: jnp.concatenate([a, *[a[-1:]] * pad]),
                                          (keys, lrs, hypers))
     run = make_sweep(spec, make_optimizer, epochs=epochs, batch_size=batch_size, grad=grad,
                      mesh=mesh, batching=batching)
-    states, losses = run(keys, lrs, hypers, jnp.asarray(data.X_train),
-                         jnp.asarray(data.y_train))
-    return SweepResult(configs, jax.tree.map(lambda a: np.asarray(a)[:n], states.params),
-                       np.asarray(losses)[:n])
+    X, Y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    parts = []
+    for start in range(0, n, size):
+        sl, kept = slice(start, start + size), slice(0, min(size, n - start))
+        states, losses = run(*jax.tree.map(lambda a, sl=sl: a[sl], (keys, lrs, hypers)), X, Y)
+        parts.append(SweepResult(configs[sl], jax.tree.map(
+            lambda a, kept=kept: np.asarray(a)[kept], states.params), np.asarray(losses)[kept]))
+        if callback is not None:
+            callback(start, parts[-1])
+    return SweepResult(configs, jax.tree.map(lambda *a: np.concatenate(a),
+                                             *[p.params for p in parts]),
+                       np.concatenate([p.losses for p in parts]))
 
 
 def evaluate_all(result: SweepResult, X, Y, spec: MLPSpec) -> np.ndarray:
@@ -145,5 +201,5 @@ def evaluate_all(result: SweepResult, X, Y, spec: MLPSpec) -> np.ndarray:
                      for i in range(len(result.configs))])
 
 
-__all__ = ["BATCHING", "SweepResult", "config_mesh", "evaluate_all", "grid", "make_sweep",
-           "sweep"]
+__all__ = ["BATCHING", "LOG_SCALE", "SweepResult", "config_mesh", "evaluate_all", "grid",
+           "make_sweep", "random_search", "sweep"]

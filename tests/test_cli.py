@@ -1,6 +1,10 @@
 """The mlp-jax command line: one-line errors, train then eval."""
 
+import csv
+import json
 import os
+import re
+import shlex
 
 import pytest
 
@@ -30,7 +34,7 @@ def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert __import__("re").search(match, err), err
+    assert re.search(match, err), err
 
 
 def test_cli_train_then_eval(tmp_path):
@@ -43,3 +47,95 @@ def test_cli_train_then_eval(tmp_path):
         set(os.listdir(out))
     assert cli.main(["eval", "--checkpoint", str(out)]) == 0
     assert cli.main(["train", "--dataset", "spiral", "--out", str(out)]) == 2  # exists
+
+
+SWEEP = ["sweep", "--dataset", "spiral", "--epochs", "8", "--batch-size", "60", "--hidden", "16",
+         "--optimizer", "sgd", "--lr", "0.1,0.5", "--dropout", "0,0.3", "--input-noise", "0",
+         "--seeds", "0,1", "--chunk", "1", "--quiet"]
+
+
+def _rows(path):
+    return json.loads((path / "sweep.json").read_text())
+
+
+def test_cli_sweep_writes_table_plot_and_a_command_that_reruns_the_best(tmp_path):
+    """Seeds x lr x dropout (with and without: two programs), each configuration's results
+    in the CSV and JSON; the best row's `mlp-jax train` command, run, gives the same final
+    accuracy and (to float32 rounding) loss, and so does another row's."""
+    out = tmp_path / "sw"
+    assert cli.main(SWEEP + ["--out", str(out)]) == 0
+    assert {"options.json", "results.jsonl", "sweep.csv", "sweep.json", "sweep.png"} <= \
+        set(os.listdir(out))
+    table = _rows(out)
+    rows = table["rows"]
+    assert len(rows) == 8 and table["metric"] == "train_acc"  # spiral has no validation split
+    assert {(r["seed"], r["lr"], r["dropout"]) for r in rows} == {
+        (s, lr, p) for s in (0, 1) for lr in (0.1, 0.5) for p in (0.0, 0.3)}
+    assert [r["train_acc"] for r in rows] == sorted((r["train_acc"] for r in rows), reverse=True)
+    with open(out / "sweep.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [float(r["train_acc"]) for r in csv_rows] == [r["train_acc"] for r in rows]
+    assert table["best"] == rows[0]
+    assert len({r["train_loss"] for r in rows}) == 8  # every configuration really differs
+    for i, row in ((0, rows[0]), (5, rows[5])):
+        argv = shlex.split(cli._train_command(cli.build_parser().parse_args(
+            SWEEP + ["--out", str(out)]), row))
+        if i == 0:
+            assert argv == shlex.split(table["best_command"])
+        argv[argv.index("--out") + 1] = str(tmp_path / f"rerun{i}")
+        assert argv[:2] == ["mlp-jax", "train"]
+        assert cli.main(argv[1:] + ["--quiet"]) == 0
+        summary = json.loads((tmp_path / f"rerun{i}" / "summary.json").read_text())
+        assert summary["train_acc"] == row["train_acc"], (row, summary)
+        assert summary["train_loss"] == pytest.approx(row["train_loss"], rel=1e-5)
+
+
+def test_cli_sweep_resumes_what_a_crash_left(tmp_path, capsys):
+    """A sweep cut off after three configurations (the last line half-written) finishes
+    with --resume, running only what is missing, to the table of an uninterrupted sweep;
+    without --resume, or with other options, it refuses in one line."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert cli.main(SWEEP + ["--out", str(whole)]) == 0
+    assert cli.main(SWEEP + ["--out", str(cut)]) == 0
+    lines = (cut / "results.jsonl").read_text().splitlines(keepends=True)
+    (cut / "results.jsonl").write_text("".join(lines[:3]) + lines[3][:20])
+    (cut / "sweep.json").unlink()
+    capsys.readouterr()
+    assert cli.main(SWEEP + ["--out", str(cut)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli.main([*SWEEP, "--out", str(cut), "--resume", "--epochs", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: the sweep in" in err and "--epochs 8" in err, err
+    assert cli.main(SWEEP[:-1] + ["--out", str(cut), "--resume"]) == 0
+    assert "8 configurations (3 already done)" in capsys.readouterr().out
+    assert len((cut / "results.jsonl").read_text().splitlines()) == 8
+    assert _rows(cut)["rows"] == _rows(whole)["rows"]
+
+
+def test_cli_random_sweep_draws_within_the_lists_ranges(tmp_path):
+    out = tmp_path / "rnd"
+    assert cli.main(SWEEP + ["--random", "3", "--reg", "1e-4,1e-2", "--out", str(out)]) == 0
+    rows = _rows(out)["rows"]
+    assert len(rows) == 6  # 3 points x 2 seeds
+    points = {(r["lr"], r["reg"], r["dropout"]) for r in rows}
+    assert len(points) == 3
+    for lr, reg, p in points:
+        assert 0.1 <= lr <= 0.5 and 1e-4 <= reg <= 1e-2 and 0 <= p <= 0.3
+        assert float(f"{lr:.3g}") == lr  # printed as it was used
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--lr", "0.1,x"], "comma-separated floats"),
+    (["--reg", "-1"], "must be >= 0"),
+    (["--dropout", "0,1.5"], r"drop probability in \[0, 1\)"),
+    (["--devices", "64"], "--devices 64: asked for 64 devices"),
+    (["--schedule", "step", "--lr-decay", "3"], "step_decay's decay"),
+])
+def test_cli_sweep_bad_options_one_line_exit_2(extra, match, tmp_path, capsys):
+    try:
+        code = cli.main(SWEEP + extra + ["--out", str(tmp_path / "bad")])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
+    assert not (tmp_path / "bad").exists()  # nothing written

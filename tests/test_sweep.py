@@ -121,3 +121,48 @@ def test_grid_defaults_keep_the_specs_reg_and_dropout():
     one = train.fit(spec, ds, optim.sgd(0.1), epochs=5, batch_size=60, key=jax.random.key(0),
                     eval_every=5, progress=False)
     chex.assert_trees_all_close(r.params_of(0), one.state.params, atol=1e-5)
+
+
+def test_chunked_sweep_is_the_whole_sweep_and_reports_each_chunk():
+    """Chunks of 2 over 5 configs (the last padded): same params and losses as one call,
+    the callback sees each chunk's configs in order, and one compilation serves them."""
+    ds = data.spiral(points_per_class=20)
+    spec = mj.MLPSpec((2, 8, 3), dropout=0.1)
+    configs = sweep.grid(seeds=(0, 1, 2, 3, 4), lrs=(0.2,), dropouts=(0.1,))
+    whole = sweep.sweep(spec, ds, lambda lr: optim.sgd(lr), configs, epochs=3, batch_size=30,
+                        mesh=None)
+    seen, traces = [], []
+
+    def make(lr):
+        traces.append(lr)
+        return optim.sgd(lr)
+
+    parts = sweep.sweep(spec, ds, make, configs, epochs=3, batch_size=30, mesh=None, chunk=2,
+                        callback=lambda start, part: seen.append((start, part.configs,
+                                                                  part.losses.shape)))
+    assert [(s, len(c), shape) for s, c, shape in seen] == [
+        (0, 2, (2, 3, 2)), (2, 2, (2, 3, 2)), (4, 1, (1, 3, 2))]
+    assert [c for _, cs, _ in seen for c in cs] == configs
+    assert len(traces) == 1  # traced once: every chunk, the padded last one too, reuses it
+    chex.assert_trees_all_close(parts.params, whole.params, atol=1e-6)
+    np.testing.assert_allclose(parts.losses, whole.losses, atol=1e-6)
+
+
+def test_random_search_draws_rates_on_a_log_scale_and_the_rest_uniformly():
+    configs = sweep.random_search(400, seed=3, seeds=(0,), lr=(1e-4, 1e-1), reg=(0.0, 1e-2),
+                                  dropout=(0.1, 0.5), input_noise=(0.2, 0.2))
+    lr, reg, p, noise = (np.array([c[k] for c in configs])
+                         for k in ("lr", "reg", "dropout", "input_noise"))
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1
+    assert abs(np.log10(lr).mean() + 2.5) < 0.1  # log-uniform: the mean exponent is central
+    assert reg.min() >= 1e-6 and reg.max() <= 1e-2  # from 0: four decades below the top
+    assert abs(p.mean() - 0.3) < 0.02 and p.min() >= 0.1 and p.max() <= 0.5
+    assert (noise == 0.2).all()  # lo == hi: fixed
+    assert all(float(f"{v:.3g}") == v for v in lr)
+    assert sweep.random_search(400, seed=3, seeds=(0,), lr=(1e-4, 1e-1), reg=(0.0, 1e-2),
+                               dropout=(0.1, 0.5), input_noise=(0.2, 0.2)) == configs
+    two = sweep.random_search(2, seed=0, seeds=(5, 6), lr=(1e-3, 1e-2))
+    assert [c["seed"] for c in two] == [5, 6, 5, 6] and two[0]["lr"] == two[1]["lr"]
+    assert two[0]["reg"] is None  # not given: the spec's
+    with pytest.raises(ValueError, match="ranges are lr, reg, dropout, input_noise"):
+        sweep.random_search(2, momentum=(0.5, 0.9))
