@@ -719,9 +719,18 @@ def _supervise(argv: list[str], args) -> int:
     import signal
     import subprocess
 
+    def die_with_parent():  # the worker ends with its supervisor, however that ends
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
     env = dict(os.environ, MLP_JAX_WORKER="1")
     proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", *argv], env=env,
-                            stderr=subprocess.PIPE, text=True, bufsize=1)
+                            stderr=subprocess.PIPE, text=True, bufsize=1,
+                            preexec_fn=die_with_parent if sys.platform == "linux" else None)
     fatal, in_fatal = [], False
     for line in proc.stderr:
         if re.match(r"\s*@\s+0x", line) or "Check failure stack trace" in line:

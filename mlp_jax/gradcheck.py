@@ -90,7 +90,8 @@ class Comparison:
     terms (``floor S`` for ``jax.grad``; ``noise`` and ``trunc`` for finite
     differences). ``used`` is the worst entry's ``|hand - ref|`` over its
     allowance: the leaf passes when it is at most 1. ``decided`` names the
-    largest term of that entry's allowance. ``absolute_used`` is the largest
+    largest term of that entry's allowance (``"none"`` where every term is 0 there:
+    any difference fails). ``absolute_used`` is the largest
     share of its absolute terms that any entry needed beyond ``rtol`` (the
     measurement behind the floors: headroom is its inverse).
     """
@@ -124,7 +125,8 @@ class Comparison:
         i = np.unravel_index(int(np.argmax(used)), used.shape)
         return Comparison(
             rel_error(hand[include], ref[include]), float(used[i]),
-            max(terms, key=lambda k: terms[k][i]), tuple(int(j) for j in i),
+            max(terms, key=lambda k: terms[k][i]) if any(t[i] > 0 for t in terms.values())
+            else "none", tuple(int(j) for j in i),
             float(hand[i]), float(ref[i]), int(include.sum()),
             float(np.max(np.where(include, need, 0.0))))
 

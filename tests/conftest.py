@@ -6,6 +6,12 @@ import pytest
 
 import mlp_jax as mj
 
+# The tests compare float32 results of different paths (jit vs eager, vmap vs a loop,
+# backprop vs jax.grad) at float32 rounding. On GPUs, JAX multiplies float32 matrices in
+# TF32 by default (about 3 decimal digits), which those comparisons would measure instead:
+# ask for float32 products. No effect on CPU.
+jax.config.update("jax_default_matmul_precision", "float32")
+
 
 @pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")
 def _fresh_traces():

@@ -121,6 +121,32 @@ def test_report_conclusions_follow_the_numbers(tmp_path):
     assert "the final loss (data + penalty) is 0.200–0.300 over 3 seeds" in table
 
 
+
+def test_performance_tables_follow_the_benchmark(tmp_path):
+    """The README's performance tables come from the benchmark's JSON: ratios and goal
+    marks are computed, and the GPU table appears only where a GPU run was kept."""
+    import shutil
+
+    from experiments import report
+
+    results = tmp_path / "results"
+    shutil.copytree(os.path.join(ROOT, "experiments", "results"), results)
+    b = json.loads((results / "benchmark.json").read_text())
+    b["spiral"].update(fused_s=1.0, numpy_s=5.0)
+    b["sweep"].update(sequential_s=30.0, variants_s={"1 device, map": 20.0,
+                                                     "2 devices, map": 10.0})
+    (results / "benchmark.json").write_text(json.dumps(b))
+    (results / "benchmark_gpu.json").unlink(missing_ok=True)
+    text = report.performance(str(results))
+    assert "| numpy 5.000 s | 5.0× | ≥ 4.5× ✓ |" in text
+    assert "one sweep (2 devices, map) | 10.00 s | 64 sequential calls 30.00 s | 3.00× | " \
+           "≥ 2.5× ✓ |" in text
+    assert "over 2 devices instead of 1 gives 2.00× (20.00 s → 10.00 s)" in text
+    assert "On a GPU" not in text
+    b["spiral"]["numpy_s"] = 4.0
+    (results / "benchmark.json").write_text(json.dumps(b))
+    assert "| 4.0× | ≥ 4.5× ✗ |" in report.performance(str(results))
+
 def test_mutation_score_counts_and_lists_what_survived():
     """The README's mutation table: killed, survived, not run, and the listed equivalent
     survivors counted apart (they are left out of the score)."""

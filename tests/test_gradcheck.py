@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -491,7 +492,20 @@ def test_each_allowance_term_is_named_where_it_decides(term, kwargs):
     report = mj.check_grads(params, rng.normal(size=(6, 20)), rng.integers(0, 3, 6), spec,
                             **kwargs)
     reference, name = term.split()
-    assert {getattr(leaf, reference).decided for leaf in report.leaves} == {name}
+    decided = [getattr(leaf, reference).decided for leaf in report.leaves]
+    # On a GPU two leaves' worst entries had a Richardson estimate of exactly 0 (float64
+    # sums round in another order there): with every term 0 there, they say "none".
+    assert set(decided) <= {name, "none"} and name in decided, decided
+
+
+def test_an_entry_allowed_nothing_is_decided_by_none():
+    """Every term 0 at the worst entry: any difference fails, and no term is named."""
+    c = Comparison.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]), 0.0, {"noise": 0.0,
+                                                                        "trunc": 0.0})
+    assert (c.decided, c.used, c.worst_index) == ("none", float("inf"), (1,))
+    c = Comparison.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]), 0.0, {"noise": 0.0,
+                                                                        "trunc": 1.0})
+    assert (c.decided, c.used) == ("trunc", 0.5)
 
 
 def test_a_leaf_with_nothing_to_compare_passes_showing_nothing():
@@ -511,4 +525,12 @@ def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout == shown
+    if jax.default_backend() == "cpu":  # where the README's output was made
+        assert proc.stdout == shown
+    else:  # elsewhere rounding-level figures differ (on a GPU the float32 init, the loss'
+        # 8th digit and the float64 errors near 1e-16, and so the columns' widths): the
+        # report's words, exactly
+        def words(text):
+            return re.sub(r"[ \t]+", " ", re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", text))
+
+        assert words(proc.stdout) == words(shown)

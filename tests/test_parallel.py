@@ -142,3 +142,58 @@ def test_two_devices_take_grad_and_eval_every(tmp_path):
                            "--eval-every", "5", "--out", str(tmp_path / "b")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "backprop called" in proc.stderr
+
+
+def _running(marker: str) -> bool:
+    """Whether a process whose command line holds ``marker`` is alive (Linux /proc)."""
+    for _ in range(50):
+        alive = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    alive |= marker.encode() in f.read()
+            except OSError:
+                continue
+        if not alive:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_peer_that_dies_mid_run_ends_the_other_with_one_line(tmp_path):
+    """Two processes training; process 1 is killed (SIGKILL) once process 0 has written its
+    first epochs. Process 0 ends with exit status 1 and one line naming what happened, in
+    well under a minute, its last checkpoint intact. (Killing only the supervisor used to
+    leave its worker training on, and process 0 with it.)"""
+    port = free_port()
+    args = list(ARGS)
+    args[args.index("--epochs") + 1] = "100000"  # runs until the peer dies
+    procs = [subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", *args, "--out",
+                               str(tmp_path / f"p{i}"), "--num-processes", "2", "--process-id",
+                               str(i), "--coordinator", f"127.0.0.1:{port}", "--devices", "0",
+                               "--dist-timeout", "10", "--eval-every", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    metrics = tmp_path / "p0" / "metrics.jsonl"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and (not metrics.exists() or
+                                          len(metrics.read_text().splitlines()) < 3):
+            time.sleep(0.1)
+        assert metrics.exists(), "process 0 never trained"
+        procs[1].kill()
+        t = time.time()
+        _, err = procs[0].communicate(timeout=90)
+        waited = time.time() - t
+    finally:
+        for p in procs:
+            p.kill()
+    err = err.strip()
+    assert procs[0].returncode == 1, err[-2000:]
+    assert waited < 60, waited
+    # killing process 1's supervisor (what Popen started) ended its worker too: no orphan
+    assert not _running(str(tmp_path / "p1")), "process 1's worker outlived its supervisor"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "@ 0x" not in err, err
+    assert "process 0 of 2" in err and ("died" in err or "unreachable" in err), err
+    ck = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), best=False)
+    assert ck.history[-1]["epoch"] >= 3
