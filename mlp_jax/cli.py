@@ -225,7 +225,7 @@ def _train(args) -> int:
     import jax
 
     from . import train
-    from .checkpoint import load_params
+    from .checkpoint import CheckpointError, load_params
 
     lead = jax.process_index() == 0  # only process 0 writes files and talks
     args.quiet = args.quiet or not lead
@@ -242,7 +242,15 @@ def _train(args) -> int:
     if os.path.exists(ckpt_path) and not args.resume and lead:
         raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
                          "another --out")
-    rows = load_params(ckpt_path).history if args.resume and os.path.exists(ckpt_path) else []
+    rows = []
+    if args.resume and os.path.exists(ckpt_path):
+        try:
+            saved = load_params(ckpt_path)
+        except CheckpointError as e:
+            raise UsageError(f"cannot resume: {e}") from e
+        _refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
+                        RUN_FIXED)
+        rows = saved.history
     if lead:
         with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -309,6 +317,18 @@ def _train(args) -> int:
 SWEEP_FIXED = ("dataset", "data_dir", "hidden", "activation", "loss", "init", "optimizer",
                "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size", "grad")
 SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
+# A resumed run must match the options its updates depend on (the device count may change:
+# checkpoints move between device counts).
+RUN_FIXED = SWEEP_FIXED + SWEEP_AXES
+
+
+def _refuse_changes(what: str, before: dict, now: dict, names) -> None:
+    """A resumed run or sweep continues only with the options it was started with."""
+    changed = [k for k in names if k in before and before[k] != now[k]]
+    if changed:
+        raise UsageError(f"cannot resume: {what} was run with "
+                         + ", ".join(f"--{k.replace('_', '-')} {before[k]}" for k in changed)
+                         + "; give the same options (or another --out for a new run)")
 
 
 def _sweep_configs(args) -> list[dict]:
@@ -388,12 +408,7 @@ def _sweep(args) -> int:
                 before = json.load(f)
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot resume: {paths['options.json']} is unreadable ({e})") from e
-        changed = [k for k in SWEEP_FIXED if before.get(k) != fixed[k]]
-        if changed:
-            raise UsageError("cannot resume: the sweep in " + args.out + " was run with "
-                             + ", ".join(f"--{k.replace('_', '-')} {before.get(k)}"
-                                         for k in changed)
-                             + "; give the same options or another --out")
+        _refuse_changes(f"the sweep in {args.out}", before, fixed, SWEEP_FIXED)
         with open(paths["results.jsonl"]) as f:
             for line in f:
                 try:

@@ -139,3 +139,29 @@ def test_cli_sweep_bad_options_one_line_exit_2(extra, match, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
     assert not (tmp_path / "bad").exists()  # nothing written
+
+
+def test_cli_resume_refuses_other_options_and_damaged_checkpoints(tmp_path, capsys):
+    """A resumed run continues only with the options its updates depend on (optimizer,
+    lr, batch size, epochs: the schedule spans them, ...); a damaged checkpoint is one line.
+    Each refusal: exit 2, one line naming the option and its recorded value."""
+    base = ["train", "--dataset", "spiral", "--epochs", "2", "--batch-size", "100",
+            "--hidden", "8", "--quiet", "--out", str(tmp_path / "r")]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    for extra, said in ((["--optimizer", "sgd"], "--optimizer adam"),
+                        (["--lr", "0.01"], "--lr 0.001"),
+                        (["--batch-size", "50"], "--batch-size 100"),
+                        (["--epochs", "4"], "--epochs 2"),
+                        (["--seed", "1", "--reg", "0"], "--seed 0, --reg 0.001")):
+        argv = base + ["--resume"] + extra
+        assert cli.main(argv) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot resume: the run in" in err, err
+        assert said in err, err
+    assert cli.main(base + ["--resume", "--eval-every", "3"]) == 0  # changes no update
+    (tmp_path / "r" / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert cli.main(base + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("mlp-jax: error: cannot resume:"), err
