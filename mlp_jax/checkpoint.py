@@ -75,7 +75,8 @@ def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None,
             "key_impl": str(jax.random.key_impl(state.key))}
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+    prefix = f".{os.path.basename(path)}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, __info__=np.array(json.dumps(info)), **arrays)
@@ -87,6 +88,9 @@ def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None,
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        for name in os.listdir(directory):  # what a save killed mid-write left of this file
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                os.unlink(os.path.join(directory, name))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

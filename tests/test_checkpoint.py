@@ -36,6 +36,15 @@ def test_checkpoint_roundtrip_exact(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]  # no temp file left
 
 
+
+def test_a_save_removes_what_a_killed_save_left(tmp_path):
+    """A save killed mid-write leaves its temporary file; the next save of the same
+    checkpoint removes it, and nothing of another file's."""
+    (tmp_path / ".c.npz-dead1234.tmp").write_bytes(b"half")
+    (tmp_path / ".other.npz-x.tmp").write_bytes(b"not ours")
+    _saved(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [".other.npz-x.tmp", "c.npz"]
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
 def test_corrupt_checkpoint_clear_error(tmp_path, damage):
     spec, opt, state, path = _saved(tmp_path)
