@@ -28,8 +28,6 @@ def _gradcheck(args) -> int:
         if tty:
             print(f"\r{what}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0; got {args.seed}")
     if args.random:
         what = "checking random configurations"
         results = random_sweep(args.random, seed=args.seed, draws=args.draws,
@@ -101,8 +99,13 @@ class UsageError(Exception):
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
 
 
-def _numbers(kind, what: str, *, positive: bool = False, unique: bool = False):
-    """A parser of comma-separated numbers, each > 0 (``positive``) or >= 0."""
+MAX_SEED = 2**63 - 1  # what jax.random.key takes
+
+
+def _numbers(kind, what: str, *, positive: bool = False, unique: bool = False,
+             most: float | None = None):
+    """A parser of comma-separated numbers, each > 0 (``positive``) or >= 0, and at most
+    ``most``."""
     def parse(text):
         try:
             values = tuple(kind(t) for t in text.split(","))
@@ -112,8 +115,14 @@ def _numbers(kind, what: str, *, positive: bool = False, unique: bool = False):
         if any(not (v > 0 if positive else v >= 0) for v in values):
             raise argparse.ArgumentTypeError(f"values must be {'> 0' if positive else '>= 0'}; "
                                              f"got {text!r}")
+        if most is not None and any(v > most for v in values):
+            raise argparse.ArgumentTypeError(f"values must be at most {most}; got {text!r}")
         return tuple(dict.fromkeys(values)) if unique else values
     return parse
+
+
+def _seed(text: str) -> int:
+    return _numbers(int, "a seed like 0", most=MAX_SEED)(text)[0]
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -623,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random", type=_positive(int), metavar="N",
                    help="instead of the matrix, check N random problems of correct code and "
                         "count false alarms")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random configurations")
+    g.add_argument("--seed", type=_seed, default=0, help="seed of the random configurations")
     g.add_argument("--draws", type=_positive(int), default=4,
                    help="random problems per configuration (one compile serves them)")
     g.add_argument("--json", metavar="FILE", help="also write every cell's result to FILE")
@@ -665,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-noise", type=float, default=0.2, help="Gaussian input noise std")
     t.add_argument("--eval-every", type=_positive(int), default=10,
                    help="epochs fused into one compiled call between evaluations")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0, help="0 to 2**63-1")
     t.add_argument("--out", default=None, help="output directory (default runs/DATASET)")
     t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
@@ -699,11 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop probabilities (default 0.2)")
     w.add_argument("--input-noise", type=_values(float), default=(0.2,), metavar="STDS",
                    help="Gaussian input noise stds (default 0.2)")
-    w.add_argument("--seeds", type=_values(int), default=(0,), help="seeds, e.g. 0,1,2")
+    w.add_argument("--seeds", type=_numbers(int, "seeds like 0,1,2", unique=True,
+                                            most=MAX_SEED), default=(0,),
+                   help="seeds, e.g. 0,1,2")
     w.add_argument("--random", type=_positive(int), metavar="N",
                    help="instead of the grid, N random points between each list's smallest "
                         "and largest value (lr and reg log-uniform), each run for every seed")
-    w.add_argument("--search-seed", type=int, default=0, help="seed of the --random points")
+    w.add_argument("--search-seed", type=_seed, default=0, help="seed of the --random points")
     w.add_argument("--devices", type=int, default=0,
                    help="devices to shard the configurations over (0: all; on CPU one per "
                         "core)")

@@ -23,9 +23,12 @@ from mlp_jax import cli
     (["train", "--schedule", "exponential", "--lr-decay", "2"], r"exponential.s rate must be"),
     (["eval", "--checkpoint", "/nonexistent"], "no checkpoint"),
     (["frobnicate"], "invalid choice"),
+    (["train", "--seed", str(2**64)], r"at most 9223372036854775807"),
+    (["train", "--seed", "-3"], "must be >= 0"),
+    (["sweep", "--seeds", f"0,{2**64}"], r"at most"),
 ])
 def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
-    if argv[0] == "train":
+    if argv[0] in ("train", "sweep"):
         argv = argv + ["--out", str(tmp_path / "o")]
     try:
         code = cli.main(argv)
