@@ -35,7 +35,7 @@ REPEATS = 5 if QUICK else 30  # timed repetitions (after warm-up); we report the
 GEMM_N = 512 if QUICK else 2048  # the roofline's square float32 matmul
 BATCH, D, H, C = 256, 3072, 100, 10  # the CIFAR-shaped step
 SPIRAL_STEPS = 200 if QUICK else 10_000
-SWEEP_STEPS = 100 if QUICK else 2_000  # per configuration, 64 configurations
+SWEEP_STEPS = 100 if QUICK else 2_000  # per configuration, 64 configurations (16 quick)
 MEMORY_N = 2_000 if QUICK else 50_000  # CIFAR-sized training set for the memory check
 LR, REG = 1e-3, 1e-3
 
@@ -278,7 +278,8 @@ print(f"\nSpiral, {SPIRAL_STEPS} full-batch steps: fused {t_fused:.3f} s; Python
 # Against the same compiled single-configuration program called once per configuration;
 # within a device the configurations are batched (vmap) or run one after another
 # (lax.map), on one device or sharded over a "config" axis of every local device.
-configs = sweep.grid(seeds=range(4), lrs=(1.0, 0.5, 0.2, 0.1), regs=(1e-4, 5e-4, 1e-3, 1e-2))
+configs = sweep.grid(seeds=range(2 if QUICK else 4), lrs=(1.0, 0.5, 0.2, 0.1),
+                     regs=(1e-4, 1e-2) if QUICK else (1e-4, 5e-4, 1e-3, 1e-2))
 keys = jnp.stack([jax.random.key(c["seed"]) for c in configs])
 lrs = jnp.asarray([c["lr"] for c in configs])
 hypers = mj.Hyper(jnp.asarray([c["reg"] for c in configs]), *2 * [jnp.zeros(len(configs))])
@@ -303,12 +304,13 @@ for where, mesh in meshes.items():
         run = sweep.make_sweep(sspec, lambda lr: optim.sgd(lr), epochs=SWEEP_STEPS,
                                batch_size=300, mesh=mesh, batching=batching)
         variants[f"{where}, {batching}"] = median_time(
-            lambda run=run: block(run(keys, lrs, hypers, X, Y)), repeats=3, warmup=1)
+            lambda run=run: block(run(keys, lrs, hypers, X, Y)), repeats=1 if QUICK else 3,
+            warmup=1)
 results["sweep"] = {"configs": len(configs), "steps": SWEEP_STEPS, "sequential_s": t_seq,
                     "variants_s": variants, "backend": jax.default_backend(),
                     "default_batching": sweep.BATCHING.get(jax.default_backend(), "vmap")}
-print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: 64 sequential calls "
-      f"of the single-config program {t_seq:.2f} s; one program:")
+print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: {len(configs)} "
+      f"sequential calls of the single-config program {t_seq:.2f} s; one program:")
 for name, t in variants.items():
     print(f"  {name:16s} {t:6.2f} s  (x{t_seq / t:.2f} throughput)")
 

@@ -46,6 +46,7 @@ from .losses import BINARY01, BINARY_PM1, CLASS
 from .network import forward, init_params, loss
 from .optim import GradientTransformation, apply_updates
 from .spec import Hyper, MLPSpec
+from .validate import validate
 
 GRAD_SOURCES = ("backprop", "autodiff")
 FORMS = ("shard_map", "gspmd")
@@ -295,6 +296,10 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     if epochs < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError(f"epochs, batch_size and eval_every must be >= 1; got {epochs}, "
                          f"{batch_size}, {eval_every}")
+    if len(data.X_train) == 0:
+        raise ValueError("the training split is empty: fit needs at least one example")
+    if checkpoint_path:  # a spec that cannot be saved fails now, not at the first save
+        ckpt.spec_to_dict(spec)
     X, Y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
     if mesh is not None:
         parallel.check_batches(X.shape[0], batch_size, mesh)
@@ -312,6 +317,15 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         state, history = loaded.state, loaded.history
         best_params, best_val = loaded.best_params, loaded.best_val_acc
     best_params = state.params if best_params is None else best_params
+    # The data is concrete here: check it once, before any training (label range and
+    # count, shapes, NaN/inf), rather than let a bad label train silently or diverge.
+    for split in ("train", "val"):
+        x = getattr(data, f"X_{split}", None)
+        if x is not None:
+            try:
+                validate(state.params, x, getattr(data, f"y_{split}"), spec)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{split} split: {e}") from None
     hyper = hyper_arrays(spec, state.params, hyper)
     # What the compiled epochs take: on one device as they are, else replicated on the mesh.
     placed = (state, X, Y, hyper) if mesh is None else parallel.replicate((state, X, Y, hyper),

@@ -126,3 +126,41 @@ def test_full_batch_without_dropout_or_noise_draws_no_keys():
         assert int(after.step) == 3 * (60 // bs)
         keys[name] = tree_equal(jax.random.key_data(state.key), jax.random.key_data(after.key))
     assert keys == {"lean": True, "dropout": False, "minibatch": False}
+
+
+@pytest.mark.parametrize("case,match", [
+    ("labels out of range", r"^train split: loss 'svm' with 3 classes needs labels in \[0, 2\]"),
+    ("nan in x", r"^train split: x holds a non-finite value \(nan\) at index \(7, 0\)"),
+    ("y shorter than x", r"^train split: loss 'softmax' needs labels of shape \(300,\)"),
+    ("empty", r"^the training split is empty"),
+    ("val labels", r"^val split: loss 'softmax' with 3 classes needs labels in \[0, 2\]"),
+])
+def test_fit_checks_its_data_before_training(case, match):
+    """Concrete data is checked once, up front: a bad label no longer trains silently (svm)
+    or ends as 'loss became nan ... lower the learning rate' (softmax)."""
+    ds = data.spiral()
+    bad = {"labels out of range": dict(y_train=ds.y_train + 3),
+           "nan in x": dict(X_train=np.where(np.arange(300)[:, None] == 7, np.nan,
+                                              ds.X_train)),
+           "y shorter than x": dict(y_train=ds.y_train[:-1]),
+           "empty": dict(X_train=ds.X_train[:0], y_train=ds.y_train[:0]),
+           "val labels": dict(X_val=ds.X_train[:5], y_val=np.full(5, 3))}[case]
+    spec = mj.MLPSpec((2, 8, 3), loss="svm" if case == "labels out of range" else "softmax")
+    steps = []
+    with pytest.raises(ValueError, match=match):
+        train.fit(spec, ds._replace(**bad), optim.sgd(0.1), epochs=1, batch_size=10,
+                  key=jax.random.key(0), progress=False,
+                  callbacks=[lambda state, row: steps.append(row)])
+    assert steps == []
+
+
+def test_fit_refuses_an_unsavable_spec_before_training(tmp_path):
+    from mlp_jax.checkpoint import CheckpointError
+
+    softplus = mj.Activation("softplus", jax.nn.softplus, lambda z, a: jax.nn.sigmoid(z))
+    spec = mj.MLPSpec((2, 8, 3), activation=softplus)
+    with pytest.raises(CheckpointError):
+        train.fit(spec, data.spiral(), optim.sgd(0.1), epochs=1, batch_size=10,
+                  key=jax.random.key(0), progress=False,
+                  checkpoint_path=str(tmp_path / "c.npz"))
+    assert not (tmp_path / "c.npz").exists()
