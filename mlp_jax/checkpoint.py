@@ -107,10 +107,30 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
                               f"{e}); delete it or resume from an older copy") from e
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint {path} holds a record of type {type(info).__name__},"
+                              " not this library's; it was not written by mlp_jax")
     if info.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {info.get('format')!r}; "
                               f"this version reads format {FORMAT}")
     return info, arrays
+
+
+def _record(path: str, info: dict) -> tuple[MLPSpec, list, object, dict]:
+    """The stored spec, history, best validation accuracy and meta; a record that valid
+    JSON holds but this library did not write (a bad spec, a missing or extra field) is a
+    CheckpointError naming what is wrong."""
+    try:
+        stored = spec_from_dict(info["spec"])
+        history, best_val, meta = info["history"], info["best_val_acc"], info["meta"]
+        if not isinstance(history, list) or not isinstance(meta, dict):
+            raise TypeError("history must be a list and meta a dict")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} holds a record this library cannot read "
+                              f"({type(e).__name__}: {e})") from e
+    return stored, history, best_val, meta
 
 
 def _check_spec(path: str, stored: MLPSpec, spec: MLPSpec | None) -> None:
@@ -148,22 +168,26 @@ def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
       spec: if given, must equal the checkpoint's spec.
     """
     info, arrays = _read(path)
-    stored = spec_from_dict(info["spec"])
+    stored, history, best_val, meta = _record(path, info)
     _check_spec(path, stored, spec)
     raw_key = jax.random.key_data(template.key)
     state = _unflatten(path, "state", template._replace(key=raw_key), arrays)
-    state = state._replace(key=jax.random.wrap_key_data(state.key, impl=info["key_impl"]))
+    try:
+        state = state._replace(key=jax.random.wrap_key_data(state.key, impl=info["key_impl"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} holds no usable key_impl "
+                              f"({type(e).__name__}: {e})") from e
     best = _unflatten(path, "best_params", template.params, arrays)
-    return Checkpoint(state, stored, info["history"], best, info["best_val_acc"], info["meta"])
+    return Checkpoint(state, stored, history, best, best_val, meta)
 
 
 def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) -> Checkpoint:
     """Only the params (best-on-validation by default) and the record, for evaluation."""
     info, arrays = _read(path)
-    stored = spec_from_dict(info["spec"])
+    stored, history, best_val, meta = _record(path, info)
     _check_spec(path, stored, spec)
     dtype = jnp.dtype(stored.dtype)
     template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
                      for layer in param_shapes(stored))
     params = _unflatten(path, "best_params" if best else "state.params", template, arrays)
-    return Checkpoint(params, stored, info["history"], params, info["best_val_acc"], info["meta"])
+    return Checkpoint(params, stored, history, params, best_val, meta)

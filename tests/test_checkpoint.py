@@ -115,3 +115,41 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
 
 
 # --- data --------------------------------------------------------------------
+
+
+def _with(info, **changes):
+    """info with top-level or ``spec.``-prefixed fields changed (None: removed)."""
+    for k, v in changes.items():
+        where, key = (info["spec"], k[5:]) if k.startswith("spec_") else (info, k)
+        if v is None:
+            where.pop(key)
+        else:
+            where[key] = v
+    return info
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda info: _with(info, spec_frobnicate=1), "frobnicate"),
+    (lambda info: _with(info, spec_sizes="abc"), "cannot read"),
+    (lambda info: _with(info, spec_activation="nope"), "cannot read"),
+    (lambda info: _with(info, history=None), "KeyError"),
+    (lambda info: _with(info, meta=[1]), "meta a dict"),
+    (lambda info: _with(info, key_impl="nope"), "key_impl"),
+    (lambda info: [], "record of type list"),
+])
+def test_a_record_valid_json_but_wrong_is_a_checkpoint_error(tmp_path, edit, match):
+    """A checkpoint whose JSON parses but is not what this library wrote: CheckpointError
+    (one line in the CLI), never a ValueError/TypeError/AttributeError traceback."""
+    import json
+
+    spec, opt, state, path = _saved(tmp_path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    info = edit(json.loads(str(arrays["__info__"])))
+    arrays["__info__"] = np.array(json.dumps(info))
+    np.savez(path, **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match=match):
+        checkpoint.load(path, template=train.init_state(jax.random.key(0), spec, opt))
+    if match != "key_impl":  # load_params reads no key
+        with pytest.raises(checkpoint.CheckpointError, match=match):
+            checkpoint.load_params(path)
