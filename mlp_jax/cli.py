@@ -591,6 +591,7 @@ def _plot(history, path, title) -> str | None:
 def _eval(args) -> int:
     from . import data
     from .checkpoint import CheckpointError, load_params
+    from .losses import CLASS
 
     path = args.checkpoint
     if os.path.isdir(path):
@@ -608,6 +609,13 @@ def _eval(args) -> int:
     except (ValueError, FileNotFoundError, ImportError) as e:
         raise UsageError(str(e)) from e
     ds = _binary_labels(ds, ck.spec)
+    D, C = ck.spec.sizes[0], ck.spec.sizes[-1]
+    if ds.X_train.shape[1] != D:
+        raise UsageError(f"the checkpoint's network takes {D} features but {name} has "
+                         f"{ds.X_train.shape[1]}: evaluate it on the dataset it was trained on")
+    if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
+        raise UsageError(f"the checkpoint's network has {C} classes but {name} has "
+                         f"{ds.num_classes}: evaluate it on the dataset it was trained on")
     summary = _summarize(ck.state, ds, ck.spec)
     print(f"{path}: {ds.describe()}, network {ck.spec.sizes} {ck.spec.activation_name}")
     print(" ".join(f"{k} {v:.4f}" for k, v in summary.items()))

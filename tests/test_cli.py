@@ -40,7 +40,7 @@ def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     assert re.search(match, err), err
 
 
-def test_cli_train_then_eval(tmp_path):
+def test_cli_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", "--dataset", "spiral", "--epochs", "20", "--batch-size", "300",
                      "--optimizer", "sgd", "--lr", "1.0", "--out", str(out), "--quiet",
@@ -49,6 +49,11 @@ def test_cli_train_then_eval(tmp_path):
     assert {"checkpoint.npz", "metrics.jsonl", "curves.png", "summary.json"} <= \
         set(os.listdir(out))
     assert cli.main(["eval", "--checkpoint", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("mlp-jax: error: the checkpoint's network takes 2 features but digits has "
+                   "64: evaluate it on the dataset it was trained on"), err
     assert cli.main(["train", "--dataset", "spiral", "--out", str(out)]) == 2  # exists
 
 
