@@ -788,15 +788,36 @@ def _supervise(argv: list[str], args) -> int:
     return code
 
 
+def _interrupted(out: str | None):
+    """Ctrl-C: one line and exit status 130, at once. What was saved stays whole (every
+    write is atomic or re-read with --resume), and leaving with os._exit skips unwinding
+    through a compilation in flight (a KeyboardInterrupt there crashed the interpreter)."""
+    def handler(signum, frame):
+        where = f"; what was saved in {out} stays, and --resume continues it" if out else ""
+        print(f"mlp-jax: interrupted{where}", file=sys.stderr, flush=True)
+        os._exit(130)
+    return handler
+
+
 def main(argv=None) -> int:
+    import signal
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
-        return _supervise(argv, args)
     if getattr(args, "out", "unset") is None:
         args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "")
                                 + args.dataset)
+    previous = signal.signal(signal.SIGINT, _interrupted(getattr(args, "out", None)))
+    try:
+        return _run(argv, args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv, args) -> int:
+    if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
+        return _supervise(argv, args)
     from .parallel import PeerFailure
 
     try:
