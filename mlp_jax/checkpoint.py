@@ -151,6 +151,9 @@ def _unflatten(path: str, prefix: str, template, arrays) -> object:
             raise CheckpointError(f"checkpoint {path} lacks {name}: it was saved with another "
                                   "optimizer or network")
         a = arrays[name]
+        want = np.asarray(like).dtype
+        if a.dtype.kind == "V" and a.dtype.itemsize == want.itemsize:
+            a = a.view(want)  # numpy stores ml_dtypes' bfloat16 as raw 2-byte records
         if a.shape != np.shape(like) or a.dtype != np.asarray(like).dtype:
             raise CheckpointError(f"checkpoint {path}: {name} is {a.dtype}{list(a.shape)}, "
                                   f"expected {np.asarray(like).dtype}{list(np.shape(like))}")

@@ -67,6 +67,18 @@ def _zeros(params):
     return jax.tree.map(jnp.zeros_like, params)
 
 
+def _moments(params):
+    """Zeros for squared-gradient averages, in float32 at least: in float16, Adam's
+    eps = 1e-8 and the squares of small gradients underflow to 0 (NaN at update 2)."""
+    return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
+                        params)
+
+
+def _wide(g, like):
+    """A gradient in its moment's dtype (float32 at least)."""
+    return g.astype(like.dtype)
+
+
 # --- Schedules: step -> learning rate, computed in the widest float enabled (float64 ---
 # under jax_enable_x64), so a float64 run's rates are not float32's rounded.
 def _float(step):
@@ -184,13 +196,14 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay_rate=0.99, eps=1e-8) -> Gradi
     _check("rmsprop's decay_rate", decay_rate, 0.0, 1.0, low_open=False)
     _check("rmsprop's eps", eps, 0.0)
     def init(params):
-        return RmsPropState(jnp.zeros([], jnp.int32), _zeros(params))
+        return RmsPropState(jnp.zeros([], jnp.int32), _moments(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count, grads)
-        cache = jax.tree.map(lambda c, g: decay_rate * c + (1 - decay_rate) * g * g,
+        lr = _at(learning_rate, state.count, state.cache)
+        cache = jax.tree.map(lambda c, g: decay_rate * c + (1 - decay_rate) * _wide(g, c) ** 2,
                              state.cache, grads)
-        updates = jax.tree.map(lambda g, c: -lr * g / (jnp.sqrt(c) + eps), grads, cache)
+        updates = jax.tree.map(lambda g, c: (-lr * _wide(g, c) / (jnp.sqrt(c) + eps)
+                                             ).astype(g.dtype), grads, cache)
         return updates, RmsPropState(state.count + 1, cache)
 
     return GradientTransformation(init, update, learning_rate)
@@ -215,19 +228,21 @@ def adam(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
     _check("adam's eps", eps, 0.0)
     _check("adam's weight_decay", weight_decay, 0.0, low_open=False)
     def init(params):
-        return AdamState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
+        return AdamState(jnp.zeros([], jnp.int32), _moments(params), _moments(params))
 
     def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count, grads)
+        lr = _at(learning_rate, state.count, state.nu)
         t = state.count + 1
-        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * _wide(g, m), state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * _wide(g, v) ** 2, state.nu, grads)
         c1, c2 = 1 - b1 ** t, 1 - b2 ** t
         updates = jax.tree.map(lambda m, v: -lr * (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
         if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
             if params is None:
                 raise ValueError("adamw's update needs params: update(grads, state, params)")
-            updates = jax.tree.map(lambda u, p: u - lr * weight_decay * p, updates, params)
+            updates = jax.tree.map(lambda u, p: u - lr * weight_decay * _wide(p, u), updates,
+                                   params)
+        updates = jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads)
         return updates, AdamState(t, mu, nu)
 
     return GradientTransformation(init, update, learning_rate)
