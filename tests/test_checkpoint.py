@@ -72,7 +72,7 @@ def test_checkpoint_for_another_network(tmp_path):
 
 def _cli_train(out, *extra, quiet=True):
     cmd = [sys.executable, "-m", "mlp_jax.cli", "train", "--dataset", "spiral", "--hidden", "64",
-           "--epochs", "200", "--batch-size", "16", "--eval-every", "1", "--dropout", "0.1",
+           "--epochs", "120", "--batch-size", "16", "--eval-every", "1", "--dropout", "0.1",
            "--out", str(out), *(["--quiet"] if quiet else []), *extra]
     return cmd
 
@@ -111,7 +111,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert tree_equal(a.state, b.state)
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 200  # nothing lost, nothing doubled
+    assert len(lines) == 120  # nothing lost, nothing doubled
 
 
 # --- data --------------------------------------------------------------------
@@ -182,4 +182,6 @@ def test_ctrl_c_anywhere_is_one_line_and_keeps_the_checkpoint(tmp_path):
         assert err == f"mlp-jax: interrupted; what was saved in {out} stays, and --resume " \
                       "continues it", (when, err)
         if when == "mid-run":
-            assert checkpoint.load_params(str(out / "checkpoint.npz")).history[-1]["epoch"] >= 2
+            # metrics.jsonl is written before the checkpoint of the same epoch, so the
+            # checkpoint holds at least the epoch before
+            assert checkpoint.load_params(str(out / "checkpoint.npz")).history[-1]["epoch"] >= 1
