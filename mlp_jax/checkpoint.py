@@ -125,8 +125,6 @@ def _record(path: str, info: dict) -> tuple[MLPSpec, list, object, dict]:
         history, best_val, meta = info["history"], info["best_val_acc"], info["meta"]
         if not isinstance(history, list) or not isinstance(meta, dict):
             raise TypeError("history must be a list and meta a dict")
-    except CheckpointError:
-        raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path} holds a record this library cannot read "
                               f"({type(e).__name__}: {e})") from e
@@ -154,9 +152,9 @@ def _unflatten(path: str, prefix: str, template, arrays) -> object:
         want = np.asarray(like).dtype
         if a.dtype.kind == "V" and a.dtype.itemsize == want.itemsize:
             a = a.view(want)  # numpy stores ml_dtypes' bfloat16 as raw 2-byte records
-        if a.shape != np.shape(like) or a.dtype != np.asarray(like).dtype:
+        if a.shape != np.shape(like) or a.dtype != want:
             raise CheckpointError(f"checkpoint {path}: {name} is {a.dtype}{list(a.shape)}, "
-                                  f"expected {np.asarray(like).dtype}{list(np.shape(like))}")
+                                  f"expected {want}{list(np.shape(like))}")
         out.append(jnp.asarray(a))
     return jax.tree_util.tree_unflatten(treedef, out)
 

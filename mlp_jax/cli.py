@@ -384,7 +384,6 @@ def _sweep(args) -> int:
 
     from . import sweep, train
     from .spec import Hyper
-    from .train import evaluate
 
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0; got {args.warmup}")
@@ -457,15 +456,12 @@ def _sweep(args) -> int:
     def record(spec, part):
         new = []
         for i, c in enumerate(part.configs):
-            params = part.params_of(i)
             row = dict(zip(SWEEP_AXES, key(c)))
             row["final_loss"] = float(part.losses[i, -1].mean())
             row["diverged"] = not bool(np.isfinite(part.losses[i]).all())
-            for split in ("train", "val"):
-                X = getattr(ds, f"X_{split}")
-                if X is not None:
-                    row[f"{split}_loss"], row[f"{split}_acc"] = evaluate(
-                        params, X, getattr(ds, f"y_{split}"), spec, Hyper(*key(c)[2:]))
+            # the test split is never looked at while choosing
+            row.update(_summarize(part.params_of(i), ds, spec, Hyper(*key(c)[2:]),
+                                  ("train", "val")))
             new.append(row)
         with open(paths["results.jsonl"], "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in new)
@@ -549,14 +545,14 @@ def _plot_sweep(rows, metric, path, title) -> str | None:
     return path
 
 
-def _summarize(params, ds, spec) -> dict:
+def _summarize(params, ds, spec, hyper=None, splits=("train", "val", "test")) -> dict:
     from .train import evaluate
 
     out = {}
-    for split in ("train", "val", "test"):
+    for split in splits:
         X = getattr(ds, f"X_{split}")
         if X is not None:
-            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec)
+            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec, hyper)
             out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
     return out
 

@@ -4,8 +4,8 @@ Every configuration runs the same fused epochs (``train.run_epochs``); what diff
 (the seed's key, the learning rate and the :class:`~mlp_jax.spec.Hyper`: reg,
 dropout rate, input noise) are arrays with a leading configuration axis, so one
 compilation serves them all. Configurations are sharded over a ``config`` mesh
-axis (every device: GPUs, or on CPU one host device per core, which needs
-``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts), and
+axis (every device: GPUs, or on CPU one host device per core, which
+:func:`mlp_jax.parallel.use_every_core` sets up before JAX's first operation), and
 within a device run either batched (``vmap``) or one after another (``lax.map``).
 Measured on a 2-core CPU, ``vmap`` runs the batched small products at 9-22 GFLOP/s,
 so there ``lax.map`` is faster; on a GPU ``vmap`` is (:data:`BATCHING`).
