@@ -8,9 +8,10 @@ stencil that straddles a kink from a wrong derivative.
 
 Kink convention (ARCHITECTURE.md): every derivative here equals what ``jax.grad``
 gives for the forward definition beside it, at every point, kinks included.
-That is why the forward passes are written with ``jnp.where(z > 0, ...)``
-(autodiff takes the ``else`` branch at exactly 0) and never with
-``jnp.maximum(0, z)`` (whose autodiff derivative at 0 is 0.5).
+That is why the forward passes are written with ``jnp.where`` (autodiff takes the
+branch selected at exactly 0: ``z > 0`` is false there, ``z <= 0`` true) and never
+with ``jnp.maximum(0, z)`` (whose autodiff derivative at 0 is 0.5). A NaN input
+gives a NaN output wherever the negative side would have hidden it.
 
 Maxout is not elementwise (it takes the max over k affine pieces); its forward
 and backward live here too, as :func:`maxout` and :func:`maxout_backward`.
@@ -57,12 +58,12 @@ class Activation:
 
 
 # --- ReLU: max(0, z); derivative 1 for z > 0, else 0 (0 at the kink). --------
-def _relu(z):
-    return jnp.where(z > 0, z, 0.0)
+def _relu(z):  # written z <= 0 so a NaN stays NaN (not 0, which hid NaN inputs)
+    return jnp.where(z <= 0, 0.0, z)
 
 
 def _relu_deriv(z, a):
-    return jnp.where(z > 0, 1.0, 0.0).astype(z.dtype)
+    return jnp.where(z <= 0, 0.0, 1.0).astype(z.dtype)
 
 
 # --- Leaky ReLU: z for z > 0, slope * z otherwise (slope at the kink). --------

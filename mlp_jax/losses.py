@@ -89,7 +89,7 @@ def _svm_margins(scores, y):
 
 def _svm_value(scores, y):
     margins = _svm_margins(scores, y)
-    return jnp.sum(jnp.where(margins > 0, margins, 0.0), axis=1)
+    return jnp.sum(jnp.where(margins <= 0, 0.0, margins), axis=1)  # NaN stays NaN
 
 
 def _svm_grad(scores, y):
@@ -115,7 +115,7 @@ def _logistic_grad(scores, y):
 # --- Binary hinge (SVM, labels -1/+1): L_i = max(0, 1 - y s). ------------------
 def _hinge_value(scores, y):
     margin = 1.0 - y * scores[:, 0]
-    return jnp.where(margin > 0, margin, 0.0)
+    return jnp.where(margin <= 0, 0.0, margin)  # NaN stays NaN
 
 
 def _hinge_grad(scores, y):
