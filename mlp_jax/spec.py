@@ -16,10 +16,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from .activations import ACTIVATION_NAMES, Activation, elementwise
-from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, Loss, get_loss
+from .losses import BINARY01, BINARY_PM1, CLASS, LOSS_NAMES, LOSSES, REAL, Loss, get_loss
 
 INITS = ("he", "xavier", "normal")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -116,6 +117,10 @@ class MLPSpec:
         _check_number("input_noise", self.input_noise, low=0.0)
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        if isinstance(self.activation, Activation):
+            _check_activation(self.activation, self.dtype)
+        if isinstance(self.loss, Loss) and self.loss not in LOSSES.values():
+            _check_loss(self.loss, self.sizes[-1], self.dtype)
 
     def hyper(self, dtype=None) -> Hyper:
         """The spec's ``reg``, ``dropout`` and ``input_noise`` as a :class:`Hyper`: Python
@@ -153,6 +158,53 @@ class MLPSpec:
     def activation_name(self) -> str:
         a = self.activation
         return a.name if isinstance(a, Activation) else a
+
+
+def _shapes(fn, *args):
+    """What ``fn`` returns for arguments of these shapes: traced once, nothing computed."""
+    return jax.tree.map(lambda a: tuple(a.shape), jax.eval_shape(fn, *args))
+
+
+def _check_activation(act: Activation, dtype: str) -> None:
+    """Try a user's Activation on a (2, 3) input once, so a wrong signature is one clear
+    error here rather than a JAX trace inside the network."""
+    z = jax.ShapeDtypeStruct((2, 3), jnp.dtype(dtype))
+    for what, fn, args, expected in (("fn", act.fn, (z,), "fn(z) -> a"),
+                                     ("deriv", act.deriv, (z, z), "deriv(z, a) -> da/dz")):
+        try:
+            got = _shapes(fn, *args)
+        except Exception as e:  # noqa: BLE001 -- any failure means the signature is wrong
+            raise TypeError(f"activation {act.name!r}: {what} failed on a (2, 3) {dtype} "
+                            f"array; expected {expected}, elementwise: "
+                            f"{type(e).__name__}: {e}") from e
+        if got != (2, 3):
+            raise TypeError(f"activation {act.name!r}: {what} must return an array of z's "
+                            f"shape (expected {expected}, elementwise); on a (2, 3) array "
+                            f"it returned shape {got}")
+
+
+def _check_loss(loss: Loss, C: int, dtype: str) -> None:
+    """Try a user's Loss on 2 examples of C scores once (see ``_check_activation``)."""
+    scores = jax.ShapeDtypeStruct((2, C), jnp.dtype(dtype))
+    y = {CLASS: jax.ShapeDtypeStruct((2,), jnp.int32),
+         REAL: scores}.get(loss.labels, jax.ShapeDtypeStruct((2,), jnp.dtype(dtype)))
+    want = {"value": (2,), "grad": (2, C), "kink_state": None}
+    for what in want:
+        fn = getattr(loss, what)
+        if fn is None:
+            continue
+        expected = f"{what}(scores (N, C), y) -> " + {"value": "(N,)", "grad": "(N, C)",
+                                                       "kink_state": "bool array"}[what]
+        try:
+            got = _shapes(fn, scores, y)
+        except Exception as e:  # noqa: BLE001 -- any failure means the signature is wrong
+            raise TypeError(f"loss {loss.name!r}: {what} failed on scores of shape (2, {C}) "
+                            f"and labels of shape {y.shape}; expected {expected}: "
+                            f"{type(e).__name__}: {e}") from e
+        if want[what] is not None and got != want[what]:
+            raise TypeError(f"loss {loss.name!r}: {what} must return shape {want[what]} for "
+                            f"scores of shape (2, {C}) (expected {expected}); it returned "
+                            f"shape {got}")
 
 
 def _check_number(name, value, low=None, strict=False):
