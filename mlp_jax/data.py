@@ -134,8 +134,13 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def load_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     """One file of the official python version: ``(X (N, 3072) uint8, y (N,) int32)``."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a file: expected a CIFAR-10 python batch")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from e
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
         X = np.asarray(batch[b"data"], dtype=np.uint8)
@@ -145,6 +150,8 @@ def load_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     if X.ndim != 2 or X.shape[1] != 3072 or len(y) != len(X):
         raise ValueError(f"{path}: expected data of shape (N, 3072) and N labels; "
                          f"got {X.shape} and {len(y)}")
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise ValueError(f"{path}: CIFAR-10 labels are 0..9; found {y.min()}..{y.max()}")
     return X, y
 
 
@@ -163,6 +170,10 @@ def cifar10(data_dir: str, num_val: int = 1000) -> Dataset:
     X = np.concatenate([p[0] for p in parts]).astype(np.float32)
     y = np.concatenate([p[1] for p in parts])
     X_test, y_test = load_cifar_batch(os.path.join(data_dir, "test_batch"))
+    if len(X) <= num_val or not len(X_test):
+        raise ValueError(f"{data_dir}: the training batches hold {len(X)} images and the test "
+                         f"batch {len(X_test)}; need more than {num_val} (the last {num_val} "
+                         "are the validation split) and at least one")
     X_tr, y_tr, X_val, y_val = X[:-num_val], y[:-num_val], X[-num_val:], y[-num_val:]
     mean_image = X_tr.mean(0)
     return Dataset("cifar10", X_tr - mean_image, y_tr, X_val - mean_image, y_val,

@@ -1,4 +1,5 @@
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -42,3 +43,17 @@ def labels_for(spec: mj.MLPSpec, n: int, rng: np.random.Generator):
 def tree_equal(a, b):
     """Every leaf bitwise equal."""
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def write_cifar_batch(path, n, seed, labels=None):
+    """A file in the official CIFAR-10 python format: n random images (labels random in
+    0..9 unless given)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n) if labels is None else labels
+    batch = {b"batch_label": b"testing batch 1 of 1",
+             b"labels": [int(v) for v in labels],
+             b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return batch

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import write_cifar_batch
 
 from mlp_jax import data
 
@@ -34,20 +35,9 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch):
         data.digits()
 
 
-def _write_cifar_batch(path, n, seed):
-    rng = np.random.default_rng(seed)
-    batch = {b"batch_label": b"testing batch 1 of 1",
-             b"labels": [int(v) for v in rng.integers(0, 10, n)],
-             b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=2)
-    return batch
-
-
 def test_cifar10_loader_on_official_format(tmp_path):
-    batches = [_write_cifar_batch(tmp_path / f"data_batch_{i}", 6, i) for i in range(1, 6)]
-    test = _write_cifar_batch(tmp_path / "test_batch", 4, 9)
+    batches = [write_cifar_batch(tmp_path / f"data_batch_{i}", 6, i) for i in range(1, 6)]
+    test = write_cifar_batch(tmp_path / "test_batch", 4, 9)
     ds = data.cifar10(str(tmp_path), num_val=5)
     X = np.concatenate([b[b"data"] for b in batches]).astype(np.float32)
     mean = X[:-5].mean(0)
