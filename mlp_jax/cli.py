@@ -243,14 +243,19 @@ def _train(args) -> int:
     spec = make_spec(args.reg, args.dropout, args.input_noise)
     per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
     opt = _optimizer(args, args.lr, len(ds.X_train))
-    os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config["hidden"] = list(args.hidden)
-    if os.path.exists(ckpt_path) and not args.resume and lead:
-        raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
-                         "another --out")
+    if args.resume and (args.overwrite or args.init_from):
+        raise UsageError("--resume continues the run in --out as it was; it cannot be "
+                         "combined with --overwrite or --init-from")
+    if os.path.exists(ckpt_path) and not args.resume and not args.overwrite and lead:
+        raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to "
+                         "start it again, or choose another --out")
+    state = _init_from(args, spec, opt) if args.init_from else None
+    if lead:
+        _make_out(args.out)
     rows = []
     if args.resume and os.path.exists(ckpt_path):
         try:
@@ -258,7 +263,8 @@ def _train(args) -> int:
         except CheckpointError as e:
             raise UsageError(f"cannot resume: {e}") from e
         _refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
-                        RUN_FIXED)
+                        RUN_FIXED, f"--init-from {args.out} --out NEW to start a new run "
+                        "from its params")
         rows = saved.history
     if lead:
         with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
@@ -290,7 +296,7 @@ def _train(args) -> int:
     t0 = time.perf_counter()
     try:
         result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
-                           key=jax.random.key(args.seed), grad=args.grad,
+                           key=jax.random.key(args.seed), state=state, grad=args.grad,
                            eval_every=args.eval_every, checkpoint_path=ckpt_path,
                            resume=args.resume, meta={"config": config},
                            progress=False if args.quiet else None,
@@ -309,16 +315,41 @@ def _train(args) -> int:
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
-    if not args.quiet:
-        final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
-                         if k.endswith("acc") and not k.startswith("best"))
-        print(f"final params: {final}")
-        if ds.X_val is not None:
-            best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
-            print(f"best-on-validation params: {best}")
-        print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
-              + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
+    # the final lines, --quiet or not
+    final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                     if k.endswith("acc") and not k.startswith("best"))
+    print(f"final params: {final}")
+    if ds.X_val is not None:
+        best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
+        print(f"best-on-validation params: {best}")
+    print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
+          + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
     return 0
+
+
+def _init_from(args, spec, opt):
+    """The training state of ``--init-from RUN``: that run's final params, with a fresh
+    optimizer state, step count (so a fresh schedule) and key from ``--seed``."""
+    import jax
+
+    from . import train
+    from .checkpoint import CheckpointError, load_params
+
+    path = args.init_from
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.npz")
+    try:
+        params = load_params(path, best=False).state
+    except CheckpointError as e:
+        raise UsageError(f"--init-from: {e}") from e
+    fresh = train.init_state(jax.random.key(args.seed), spec, opt)
+    shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
+    if shapes(params) != shapes(fresh.params):
+        raise UsageError(f"--init-from {args.init_from}: its params have shapes "
+                         f"{[a.shape for a in jax.tree.leaves(params)]}, this network's are "
+                         f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
+                         "--hidden and --activation (maxout's pieces)")
+    return fresh._replace(params=params, opt_state=opt.init(params))
 
 
 # The options a sweep's results depend on, besides each configuration's own values; a
@@ -331,13 +362,13 @@ SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
 RUN_FIXED = SWEEP_FIXED + SWEEP_AXES
 
 
-def _refuse_changes(what: str, before: dict, now: dict, names) -> None:
+def _refuse_changes(what: str, before: dict, now: dict, names, hint: str) -> None:
     """A resumed run or sweep continues only with the options it was started with."""
     changed = [k for k in names if k in before and before[k] != now[k]]
     if changed:
         raise UsageError(f"cannot resume: {what} was run with "
                          + ", ".join(f"--{k.replace('_', '-')} {before[k]}" for k in changed)
-                         + "; give the same options (or another --out for a new run)")
+                         + f"; give the same options, or {hint}")
 
 
 def _sweep_configs(args) -> list[dict]:
@@ -367,6 +398,19 @@ def _train_command(args, row) -> str:
     for name in SWEEP_AXES:
         argv += [f"--{name.replace('_', '-')}", repr(row[name])]
     return shlex.join(argv + ["--out", os.path.join(args.out, "best")])
+
+
+def _make_out(path: str) -> None:
+    """``--out``: created if need be, and writable, or one line saying why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {path}: a file of that name exists; name a directory") from None
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot create it ({e.strerror}); name a directory "
+                         "you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: not writable; name a directory you can write")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -401,22 +445,30 @@ def _sweep(args) -> int:
     chunk = args.chunk or (None if batching == "vmap" else len(mesh.devices.flat) if mesh
                            else 1)
 
-    os.makedirs(args.out, exist_ok=True)
+    _make_out(args.out)
     paths = {name: os.path.join(args.out, name) for name in
              ("options.json", "results.jsonl", "sweep.csv", "sweep.json", "sweep.png")}
     fixed = {name: getattr(args, name) for name in SWEEP_FIXED}
     fixed["hidden"] = list(args.hidden)
     done = {}
+    if args.resume and args.overwrite:
+        raise UsageError("--resume finishes the sweep in --out; --overwrite starts it again: "
+                         "give one")
+    if args.overwrite:
+        for path in paths.values():
+            if os.path.exists(path):
+                os.remove(path)
     if os.path.exists(paths["results.jsonl"]):
         if not args.resume:
             raise UsageError(f"{paths['results.jsonl']} exists: pass --resume to finish that "
-                             "sweep, or choose another --out")
+                             "sweep, --overwrite to start it again, or choose another --out")
         try:
             with open(paths["options.json"]) as f:
                 before = json.load(f)
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot resume: {paths['options.json']} is unreadable ({e})") from e
-        _refuse_changes(f"the sweep in {args.out}", before, fixed, SWEEP_FIXED)
+        _refuse_changes(f"the sweep in {args.out}", before, fixed, SWEEP_FIXED,
+                        "another --out for a new sweep")
         with open(paths["results.jsonl"]) as f:
             for line in f:
                 try:
@@ -625,13 +677,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mlp-jax: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where there is none (None, a flag)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mlp-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("gradcheck", help="check hand backprop against jax.grad and finite "
                        "differences over every activation x loss x depth x reg x dropout, "
                        "or over random problems (--random N)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     g.add_argument("--workers", type=_positive(int), default=2, help="processes to use")
     g.add_argument("--random", type=_positive(int), metavar="N",
                    help="instead of the matrix, check N random problems of correct code and "
@@ -650,37 +711,53 @@ def build_parser() -> argparse.ArgumentParser:
     from .spec import INITS
 
     def problem_options(c):  # what train and sweep share: data, network, optimizer, budget
-        c.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+        c.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
+                       help="a bundled dataset")
         c.add_argument("--data-dir", help="where cifar10's python batches are")
-        c.add_argument("--hidden", type=_hidden, default=(256,),
-                       help="hidden widths, comma-separated (default 256; 'none': linear "
-                            "classifier)")
-        c.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu")
-        c.add_argument("--loss", choices=LOSS_NAMES, default="softmax")
-        c.add_argument("--init", choices=INITS, default="he")
-        c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-        c.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+        c.add_argument("--hidden", type=_hidden, default="256",
+                       help="hidden widths, comma-separated ('none': linear classifier)")
+        c.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu",
+                       help="hidden layers' nonlinearity")
+        c.add_argument("--loss", choices=LOSS_NAMES, default="softmax",
+                       help="logistic and hinge need a 2-class dataset")
+        c.add_argument("--init", choices=INITS, default="he", help="weight initialization")
+        c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                       help="update rule")
+        c.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                       help="learning-rate schedule over the run")
         c.add_argument("--lr-decay", type=_positive(float), default=0.95,
                        help="per-epoch factor of the step and exponential schedules")
         c.add_argument("--warmup", type=int, default=0, help="warm-up epochs (warmup_cosine)")
         c.add_argument("--clip", type=_positive(float), help="clip gradients to this global norm")
-        c.add_argument("--epochs", type=_positive(int), default=100)
+        c.add_argument("--epochs", type=_positive(int), default=100,
+                       help="passes over the training split")
         c.add_argument("--batch-size", type=_positive(int), default=64,
                        help="minibatch size (larger than the data: full batch)")
         c.add_argument("--grad", choices=("backprop", "autodiff"), default="backprop",
                        help="hand-derived backprop or jax.grad")
 
-    t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot")
+    t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot",
+                       formatter_class=_Help)
     problem_options(t)
     t.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate")
     t.add_argument("--reg", type=float, default=1e-3, help="L2 strength")
-    t.add_argument("--dropout", type=float, default=0.2, help="drop probability")
-    t.add_argument("--input-noise", type=float, default=0.2, help="Gaussian input noise std")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="drop probability of hidden units (0: none)")
+    t.add_argument("--input-noise", type=float, default=0.0,
+                   help="std of Gaussian noise added to the inputs (0: none)")
     t.add_argument("--eval-every", type=_positive(int), default=10,
                    help="epochs fused into one compiled call between evaluations")
     t.add_argument("--seed", type=_seed, default=0, help="0 to 2**63-1")
-    t.add_argument("--out", default=None, help="output directory (default runs/DATASET)")
-    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    t.add_argument("--out", default=None, help="output directory (default: runs/DATASET)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue --out's run exactly (only the options that do not change "
+                        "its updates may differ)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start --out's run again, replacing its checkpoint and metrics")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="a new run starting from RUN's final params (a run directory or "
+                        "checkpoint.npz), with a fresh optimizer state, schedule and history: "
+                        "every option may change but the network's shapes")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
     p = t.add_argument_group("data parallel (see README: Scaling out)")
     p.add_argument("--devices", type=int, default=1,
@@ -699,21 +776,22 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="train many configurations (seeds x lr x reg x dropout x "
                        "input noise) at once; writes a table, a plot and the best run's "
                        "mlp-jax train command",
+                       formatter_class=_Help,
                        description="Train every configuration of a grid (or --random N points "
                        "drawn from the ranges the lists span) as one compiled program per "
                        "chunk, sharded over every core or device. Results are kept as each "
                        "chunk ends; --resume finishes a stopped sweep.")
     problem_options(w)
-    w.add_argument("--lr", type=_values(float), default=(1e-3,), metavar="LRS",
-                   help="learning rates, comma-separated (default 1e-3)")
-    w.add_argument("--reg", type=_values(float), default=(1e-3,), metavar="REGS",
-                   help="L2 strengths (default 1e-3)")
-    w.add_argument("--dropout", type=_values(float), default=(0.2,), metavar="RATES",
-                   help="drop probabilities (default 0.2)")
-    w.add_argument("--input-noise", type=_values(float), default=(0.2,), metavar="STDS",
-                   help="Gaussian input noise stds (default 0.2)")
+    w.add_argument("--lr", type=_values(float), default="1e-3", metavar="LRS",
+                   help="learning rates, comma-separated")
+    w.add_argument("--reg", type=_values(float), default="1e-3", metavar="REGS",
+                   help="L2 strengths")
+    w.add_argument("--dropout", type=_values(float), default="0", metavar="RATES",
+                   help="drop probabilities")
+    w.add_argument("--input-noise", type=_values(float), default="0", metavar="STDS",
+                   help="Gaussian input noise stds")
     w.add_argument("--seeds", type=_numbers(int, "seeds like 0,1,2", unique=True,
-                                            most=MAX_SEED), default=(0,),
+                                            most=MAX_SEED), default="0",
                    help="seeds, e.g. 0,1,2")
     w.add_argument("--random", type=_positive(int), metavar="N",
                    help="instead of the grid, N random points between each list's smallest "
@@ -728,16 +806,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--chunk", type=_positive(int),
                    help="configurations per compiled call, i.e. between saves of the results "
                         "(default: one per device with map, all with vmap)")
-    w.add_argument("--out", default=None, help="output directory (default runs/sweep-DATASET)")
+    w.add_argument("--out", default=None,
+                   help="output directory (default: runs/sweep-DATASET)")
     w.add_argument("--resume", action="store_true",
                    help="finish the sweep in --out: configurations already done are kept")
+    w.add_argument("--overwrite", action="store_true",
+                   help="start the sweep in --out again, replacing its results")
     w.add_argument("--quiet", action="store_true", help="no progress, no table")
     w.set_defaults(func=_sweep)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset")
+    e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset",
+                       formatter_class=_Help)
     e.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
     e.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", help="where cifar10's python batches are (default: the "
+                   "checkpoint's)")
     e.set_defaults(func=_eval)
     return parser
 

@@ -249,7 +249,7 @@ def _progress_bar(enabled: bool | None, total: int, desc: str):
 
 def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         batch_size: int, key=None, grad: str = "backprop", hyper: Hyper | None = None,
-        eval_every: int = 1, train_eval_size: int | None = 1000,
+        eval_every: int = 1, train_eval_size: int | None = None,
         checkpoint_path: str | None = None, resume: bool = False, meta: dict | None = None,
         progress: bool | None = None, callbacks: Sequence[Callable] = (),
         state: TrainState | None = None, mesh=None, form: str = "shard_map") -> FitResult:
@@ -266,8 +266,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
       hyper: reg, dropout and input noise (``spec.hyper()`` when None), as arrays in
         the params' dtype.
       eval_every: epochs fused into one compiled call between evaluations.
-      train_eval_size: training accuracy is measured on the first this-many
-        training examples (CS231n's Solver uses 1000); None for all.
+      train_eval_size: None (the default): training accuracy over the whole training
+        split, as everywhere else; a number: over the first this-many examples only
+        (CS231n's Solver samples 1000), to save time on large data.
       checkpoint_path: save a checkpoint there after every evaluation (process 0 only).
       resume: continue from ``checkpoint_path`` if it exists.
       meta: extra JSON-able facts saved in the checkpoint (dataset, optimizer, ...).

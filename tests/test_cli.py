@@ -1,12 +1,15 @@
 """The mlp-jax command line: one-line errors, train then eval."""
 
+import argparse
 import csv
 import json
 import os
 import re
 import shlex
 
+import chex
 import pytest
+from conftest import write_cifar_batch
 
 from mlp_jax import cli
 
@@ -38,6 +41,94 @@ def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     assert code == 2
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert re.search(match, err), err
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("dir", r"data_batch_3 is not a file: expected a CIFAR-10 python batch$"),
+    ("few", r"the training batches hold 30 images and the test batch 4; need more than 1000"),
+    ("label", r"data_batch_3: CIFAR-10 labels are 0..9; found 0..10$"),
+])
+def test_cli_bad_cifar_directory_one_line_exit_2(bad, match, tmp_path, capsys):
+    n = 6 if bad == "few" else 201
+    for i in range(1, 6):
+        path = tmp_path / f"data_batch_{i}"
+        if bad == "dir" and i == 3:
+            path.mkdir()
+        else:
+            write_cifar_batch(path, n, i, labels=[10] + [0] * (n - 1)
+                              if bad == "label" and i == 3 else None)
+    write_cifar_batch(tmp_path / "test_batch", 4, 9)
+    code = cli.main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_help_shows_every_default():
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            assert f"(default: {action.default})" in text, (name, action.dest)
+
+
+DIGITS = ["train", "--epochs", "2", "--batch-size", "256", "--hidden", "16", "--quiet"]
+
+
+def test_cli_quiet_overwrite_init_from_and_one_training_accuracy(tmp_path, capsys):
+    """--quiet still prints the final accuracies; the epoch lines' training accuracy is the
+    summary's (all examples: digits has 1,149, more than the 1,000 it once sampled); a
+    second run into the same --out needs --overwrite, which starts afresh; --init-from
+    starts a new run from a run's final params, with new options."""
+    from mlp_jax.checkpoint import load_params
+
+    out = tmp_path / "a"
+    assert cli.main(DIGITS + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "final params: train_acc" in printed and "best-on-validation params" in printed
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert rows[-1]["train_acc"] == summary["train_acc"] < 1.0
+
+    assert cli.main(DIGITS + ["--out", str(out)]) == 2
+    assert "--overwrite to start it again" in capsys.readouterr().err
+    assert cli.main(DIGITS + ["--out", str(out), "--overwrite", "--seed", "1"]) == 0
+    again = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(again) == len(rows) and again != rows  # the new run's history only
+    assert cli.main(DIGITS + ["--out", str(out), "--overwrite", "--resume"]) == 2
+
+    # a new run from those params: SGD at a rate too small to move float32 params
+    new = DIGITS[:-1] + ["--init-from", str(out), "--out", str(tmp_path / "b"),
+                         "--optimizer", "sgd", "--lr", "1e-30", "--schedule", "constant"]
+    assert cli.main(new) == 0
+    before = load_params(str(out / "checkpoint.npz"), best=False).state
+    after = load_params(str(tmp_path / "b" / "checkpoint.npz"), best=False).state
+    chex.assert_trees_all_equal(before, after)
+    capsys.readouterr()
+    assert cli.main(new[:-6] + ["--hidden", "8", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "its params have shapes" in err, err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_out_that_cannot_be_a_run_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    cases = [(tmp_path / "file", "a file of that name exists"),
+             (tmp_path / "file" / "sub", r"cannot create it \(Not a directory\)"),
+             ("/proc/mlp-jax-run", r"cannot create it \((No such file|Permission)")]
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o555)
+        cases.append((tmp_path / "ro", "not writable"))
+    for out, match in cases:
+        for argv in (["train", "--dataset", "spiral", "--epochs", "1"],
+                     SWEEP[:3] + ["--epochs", "1"]):
+            assert cli.main(argv + ["--out", str(out)]) == 2, out
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and re.search(match, err), err
 
 
 def test_cli_train_then_eval(tmp_path, capsys):

@@ -316,6 +316,20 @@ BAD = [
     (dict(sizes=(3, 2), dropout=-0.1), "dropout must be >= 0"),
     (dict(sizes=(3, 2), loss="logistic"), "one output score"),
     (dict(sizes=(3, 2), init="kaiming"), "he, xavier, normal"),
+    # a user's functions are tried once on a tiny input, with the signature expected
+    (dict(sizes=(3, 4, 2), activation=mj.Activation("sp", jax.nn.softplus, lambda z: z)),
+     r"^activation 'sp': deriv failed on a \(2, 3\) float32 array; expected deriv\(z, a\) "
+     r"-> da/dz, elementwise: TypeError: .*positional argument"),
+    (dict(sizes=(3, 4, 2), activation=mj.Activation("s", jnp.sum, lambda z, a: z)),
+     r"^activation 's': fn must return an array of z's shape \(expected fn\(z\) -> a, "
+     r"elementwise\); on a \(2, 3\) array it returned shape \(\)$"),
+    (dict(sizes=(3, 2), loss=mj.Loss("l1", lambda s, y: abs(s - y).sum(1),
+                                      lambda s, y: jnp.sign(s - y).sum(1), labels="real")),
+     r"^loss 'l1': grad must return shape \(2, 2\) for scores of shape \(2, 2\) "
+     r"\(expected grad\(scores \(N, C\), y\) -> \(N, C\)\); it returned shape \(2,\)$"),
+    (dict(sizes=(3, 2), loss=mj.Loss("l", lambda s: s, lambda s, y: s)),
+     r"^loss 'l': value failed on scores of shape \(2, 2\) and labels of shape \(2,\); "
+     r"expected value\(scores \(N, C\), y\) -> \(N,\): TypeError"),
 ]
 
 
@@ -363,6 +377,23 @@ def test_binary_labels_checked(loss_name, bad, match):
     params = mj.init_params(jax.random.key(0), spec)
     with pytest.raises(ValueError, match=match):
         mj.loss(params, np.zeros((4, 2)), np.array(bad), spec)
+
+
+@pytest.mark.parametrize("loss_name", mj.LOSS_NAMES)
+def test_a_nan_input_gives_a_nan_loss(loss_name):
+    """NaN in x made NaN gradients but a finite loss where ReLU's or a hinge's zero side
+    hid it: the loss must say NaN too, for every activation and loss."""
+    C = 1 if loss_name in ("logistic", "hinge") else 3
+    x = np.ones((4, 5), np.float32)
+    x[0, 2] = np.nan
+    for act in mj.ACTIVATION_NAMES:
+        spec = mj.MLPSpec((5, 6, C), activation=act, loss=loss_name)
+        params = mj.init_params(jax.random.key(0), spec)
+        y = labels_for(spec, 4, np.random.default_rng(0))
+        assert np.isnan(mj.loss(params, x, y, spec)), act
+        assert np.isnan(mj.backprop(params, x, y, spec)[0]), act
+        assert np.isnan(mj.loss(params[1:], np.full((4, 6), np.nan), y,
+                                mj.MLPSpec((6, C), loss=loss_name))), act
 
 
 def test_value_checks_skipped_under_jit_not_shape_checks():
