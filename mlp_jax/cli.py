@@ -904,6 +904,12 @@ def _run(argv, args) -> int:
     except UsageError as e:
         print(f"mlp-jax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system failed mid-run (disk full, permissions, ...)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"mlp-jax: error: cannot write{where}: {e.strerror or e}; what was saved "
+              "before is intact (free space or fix permissions, then --resume)",
+              file=sys.stderr)
+        return 1
     except PeerFailure as e:
         # The distributed runtime's own shutdown would now wait on the lost peer and
         # abort with a C++ trace; say what happened in one line and leave at once.

@@ -131,6 +131,53 @@ def test_cli_out_that_cannot_be_a_run_directory(tmp_path, capsys):
             assert len(err.splitlines()) == 1 and re.search(match, err), err
 
 
+def test_cli_disk_full_or_read_only_mid_run_keeps_the_last_checkpoint(tmp_path, capsys,
+                                                                     monkeypatch):
+    """The disk filling up during the second save (epoch 2), and a run directory that
+    turns read-only (metrics.jsonl): one line, exit 1, the last checkpoint whole and no
+    temporary file left. (Simulated: this machine's tests run as root, which writes
+    anywhere, and filling a real disk is not a test.)"""
+    import errno
+
+    import numpy as np
+
+    from mlp_jax import checkpoint
+
+    argv = ["train", "--dataset", "spiral", "--epochs", "3", "--eval-every", "1",
+            "--hidden", "8", "--quiet", "--out", str(tmp_path / "r")]
+    saves, savez = [], np.savez
+
+    def full_disk(f, **arrays):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        savez(f, **arrays)
+
+    monkeypatch.setattr(checkpoint.np, "savez", full_disk)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err, err
+    assert sorted(os.listdir(tmp_path / "r")) == ["checkpoint.npz", "metrics.jsonl"]
+    assert checkpoint.load_params(str(tmp_path / "r" / "checkpoint.npz")).history[-1][
+        "epoch"] == 1
+    monkeypatch.undo()
+
+    real_open = open
+
+    def read_only(path, mode="r", *a, **k):
+        if str(path).endswith("metrics.jsonl") and mode != "r":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    assert cli.main(argv + ["--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"mlp-jax: error: cannot write {tmp_path / 'r' / 'metrics.jsonl'}: "
+                   "Permission denied; what was saved before is intact (free space or fix "
+                   "permissions, then --resume)"), err
+
+
 def test_cli_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", "--dataset", "spiral", "--epochs", "20", "--batch-size", "300",
