@@ -12,6 +12,8 @@ from . import (
                checkpoint,
                data,
                diagnostics,
+               files,
+               inference,
                layers,
                losses,
                network,
@@ -23,6 +25,7 @@ from . import (
 from .activations import ACTIVATION_NAMES, Activation
 from .backprop import backprop, per_example_backprop
 from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
+from .inference import Predictions, predict
 from .losses import LOSS_NAMES, Loss
 from .network import forward, init_params, loss
 from .spec import Hyper, MLPSpec
@@ -32,8 +35,9 @@ from .validate import validate
 __all__ = [
     "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Hyper", "Loss", "MLPSpec",
     "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data",
-    "diagnostics", "evaluate", "finite_differences", "fit", "forward", "init_params", "layers",
-    "loss", "losses", "make_train_step", "network", "optim", "parallel", "per_example_backprop",
-    "rel_error", "sweep", "train", "validate",
+    "Predictions", "diagnostics", "evaluate", "files", "finite_differences", "fit", "forward",
+    "inference", "init_params", "layers", "loss", "losses", "make_train_step", "network",
+    "optim", "parallel", "per_example_backprop", "predict", "rel_error", "sweep", "train",
+    "validate",
 ]
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .data import Preprocessing
 from .spec import MLPSpec
 from .validate import param_shapes
 
@@ -39,6 +40,7 @@ class Checkpoint(NamedTuple):
     best_params: tuple
     best_val_acc: float | None
     meta: dict
+    preprocessing: Preprocessing | None = None  # a run on data of your own: what it fitted
 
 
 def spec_to_dict(spec: MLPSpec) -> dict:
@@ -66,13 +68,23 @@ def _flatten(prefix: str, tree) -> dict[str, np.ndarray]:
 
 
 def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None,
-         best_val_acc=None, meta=None) -> None:
-    """Write ``state`` (a ``TrainState``) and the run's record to ``path`` atomically."""
+         best_val_acc=None, meta=None, preprocessing: Preprocessing | None = None) -> None:
+    """Write ``state`` (a ``TrainState``) and the run's record to ``path`` atomically;
+    ``preprocessing``: the label values (JSON) and feature statistics (arrays) fitted on
+    data of your own."""
     arrays = {**_flatten("state", state._replace(key=jax.random.key_data(state.key))),
               **_flatten("best_params", state.params if best_params is None else best_params)}
     info = {"format": FORMAT, "spec": spec_to_dict(spec), "history": list(history),
             "best_val_acc": best_val_acc, "meta": meta or {},
             "key_impl": str(jax.random.key_impl(state.key))}
+    if preprocessing is not None:
+        p = preprocessing
+        info["preprocessing"] = {"classes": list(p.classes), "label_column": p.label_column,
+                                 "features": None if p.features is None else list(p.features),
+                                 "standardized": p.mean is not None}
+        if p.mean is not None:
+            arrays.update({"preprocessing.mean": np.asarray(p.mean, np.float32),
+                           "preprocessing.std": np.asarray(p.std, np.float32)})
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     prefix = f".{os.path.basename(path)}-"
@@ -131,6 +143,28 @@ def _record(path: str, info: dict) -> tuple[MLPSpec, list, object, dict]:
     return stored, history, best_val, meta
 
 
+def _preprocessing(path: str, info: dict, arrays: dict) -> Preprocessing | None:
+    """The stored preprocessing (None for a run on a bundled dataset)."""
+    p = info.get("preprocessing")
+    if p is None:
+        return None
+    try:
+        classes, features = p["classes"], p["features"]
+        if not isinstance(classes, list) or len(classes) < 2 or \
+                len({type(c) for c in classes}) != 1 or type(classes[0]) not in (int, str):
+            raise TypeError("classes must be a list of two or more ints or strings")
+        mean = std = None
+        if p["standardized"]:
+            mean, std = arrays["preprocessing.mean"], arrays["preprocessing.std"]
+            if mean.shape != std.shape or mean.ndim != 1 or mean.dtype != np.float32:
+                raise TypeError("mean and std must be float32 vectors of one length")
+        return Preprocessing(tuple(classes), mean, std,
+                             None if features is None else tuple(features), p["label_column"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} holds preprocessing this library cannot "
+                              f"read ({type(e).__name__}: {e})") from e
+
+
 def _check_spec(path: str, stored: MLPSpec, spec: MLPSpec | None) -> None:
     if spec is not None and stored != spec:
         diff = [f"{f.name}: checkpoint {getattr(stored, f.name)!r}, given {getattr(spec, f.name)!r}"
@@ -179,7 +213,8 @@ def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} holds no usable key_impl "
                               f"({type(e).__name__}: {e})") from e
     best = _unflatten(path, "best_params", template.params, arrays)
-    return Checkpoint(state, stored, history, best, best_val, meta)
+    return Checkpoint(state, stored, history, best, best_val, meta,
+                      _preprocessing(path, info, arrays))
 
 
 def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) -> Checkpoint:
@@ -191,4 +226,5 @@ def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) ->
     template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
                      for layer in param_shapes(stored))
     params = _unflatten(path, "best_params" if best else "state.params", template, arrays)
-    return Checkpoint(params, stored, history, params, best_val, meta)
+    return Checkpoint(params, stored, history, params, best_val, meta,
+                      _preprocessing(path, info, arrays))

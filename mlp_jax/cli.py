@@ -131,6 +131,16 @@ def _hidden(text: str) -> tuple[int, ...]:
     return _numbers(int, "widths like 100 or 256,128 (or none)", positive=True)(text)
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text}")
+    return value
+
+
 def _positive(kind):
     def parse(text):
         value = kind(text)
@@ -177,19 +187,31 @@ def _binary_labels(ds, spec):
                           for k in ("y_train", "y_val", "y_test")})
 
 
+def _load_data(options: dict, name: str | None = None):
+    """The dataset that train's options (or a checkpoint's recorded ones) describe: a
+    file of your own (``data``) or a bundled one (``dataset``)."""
+    from . import data
+
+    name = name or options.get("data") or options.get("dataset")
+    try:
+        return data.load(name, options.get("data_dir"),
+                         label_column=options.get("label_column"),
+                         val_fraction=options.get("val_fraction", 0.15),
+                         seed=options.get("split_seed", 0),
+                         preprocess=options.get("preprocess", "standardize"))
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise UsageError(str(e)) from e
+
+
 def _problem(args):
     """What the shared options describe: the dataset (binary labels where the loss wants
     them), ``make_spec(reg, dropout, input_noise)`` and the batch size."""
-    from . import data
     from .spec import MLPSpec
 
-    try:
-        ds = data.load(args.dataset, args.data_dir)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        raise UsageError(str(e)) from e
+    ds = _load_data(vars(args))
     loss_labels = {"logistic": (0, 1), "hinge": (-1, 1)}
     if args.loss in loss_labels and ds.num_classes != 2:
-        raise UsageError(f"--loss {args.loss} is binary but {args.dataset} has "
+        raise UsageError(f"--loss {args.loss} is binary but {ds.name} has "
                          f"{ds.num_classes} classes")
     if args.loss == "squared":
         raise UsageError("--loss squared needs real-valued targets; the CLI's datasets are "
@@ -354,7 +376,8 @@ def _init_from(args, spec, opt):
 
 # The options a sweep's results depend on, besides each configuration's own values; a
 # resumed sweep must match them.
-SWEEP_FIXED = ("dataset", "data_dir", "hidden", "activation", "loss", "init", "optimizer",
+SWEEP_FIXED = ("dataset", "data_dir", "data", "label_column", "val_fraction", "split_seed",
+               "preprocess", "hidden", "activation", "loss", "init", "optimizer",
                "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size", "grad")
 SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
 # A resumed run must match the options its updates depend on (the device count may change:
@@ -390,7 +413,7 @@ def _train_command(args, row) -> str:
     argv = ["mlp-jax", "train"]
     for name in SWEEP_FIXED:
         value = getattr(args, name)
-        if value is None:
+        if value is None or (args.data and name in ("dataset", "data_dir")):
             continue
         if name == "hidden":
             value = ",".join(map(str, value)) or "none"
@@ -636,37 +659,112 @@ def _plot(history, path, title) -> str | None:
     return path
 
 
-def _eval(args) -> int:
-    from . import data
+def _checkpoint(path: str):
+    """``--checkpoint``: a run directory or its checkpoint.npz, best params loaded."""
     from .checkpoint import CheckpointError, load_params
-    from .losses import CLASS
 
-    path = args.checkpoint
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
     try:
-        ck = load_params(path)
+        return path, load_params(path)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
-    config = ck.meta.get("config", {})
-    name = args.dataset or config.get("dataset")
-    if not name:
-        raise UsageError("the checkpoint does not say its dataset: pass --dataset")
+
+
+def _own_file(path: str, ck, labels: str):
+    """A file of your own, read as the checkpoint's run read its training file: the same
+    label column, feature columns and preprocessing. Returns ``(X, y or None)``,
+    transformed and encoded."""
+    from . import files
+    from .data import check_features
+
+    prep = ck.preprocessing
+    if prep is None:
+        raise UsageError(f"--data {path}: the checkpoint's run trained on a bundled dataset "
+                         f"({ck.meta.get('config', {}).get('dataset')}), so it stored no "
+                         "preprocessing to apply to a file; use a run trained with --data")
     try:
-        ds = data.load(name, args.data_dir or config.get("data_dir"))
-    except (ValueError, FileNotFoundError, ImportError) as e:
+        arrays = files.read(path, label_column=prep.label_column, labels=labels,
+                            features=prep.features)
+        X = check_features(arrays["X"], f"{path}: X")
+        if X.shape[1] != ck.spec.sizes[0]:
+            raise ValueError(f"{path} has {X.shape[1]} features; the checkpoint's network "
+                             f"takes {ck.spec.sizes[0]}")
+        y = arrays.get("y")
+        return X, None if y is None else prep.encode(y, f"{path}: labels")
+    except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from e
+
+
+def _eval(args) -> int:
+    from .data import Dataset
+    from .losses import CLASS
+
+    path, ck = _checkpoint(args.checkpoint)
+    config = ck.meta.get("config", {})
+    if args.data:
+        X, y = _own_file(args.data, ck, labels="required")
+        ds = Dataset(os.path.basename(args.data), X[:0], y[:0], None, None,
+                     ck.preprocessing.transform(X, copy=False), y,
+                     len(ck.preprocessing.classes), ck.preprocessing)
+        splits = ("test",)
+    else:
+        if not (args.dataset or config.get("data") or config.get("dataset")):
+            raise UsageError("the checkpoint does not say its dataset: pass --dataset or --data")
+        ds = _load_data({**config, "data_dir": args.data_dir or config.get("data_dir")},
+                        args.dataset)
+        splits = ("train", "val", "test")
+    name = ds.name
     ds = _binary_labels(ds, ck.spec)
     D, C = ck.spec.sizes[0], ck.spec.sizes[-1]
-    if ds.X_train.shape[1] != D:
+    if ds.X_test.shape[1] != D if args.data else ds.X_train.shape[1] != D:
         raise UsageError(f"the checkpoint's network takes {D} features but {name} has "
                          f"{ds.X_train.shape[1]}: evaluate it on the dataset it was trained on")
     if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
         raise UsageError(f"the checkpoint's network has {C} classes but {name} has "
                          f"{ds.num_classes}: evaluate it on the dataset it was trained on")
-    summary = _summarize(ck.state, ds, ck.spec)
-    print(f"{path}: {ds.describe()}, network {ck.spec.sizes} {ck.spec.activation_name}")
-    print(" ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    summary = _summarize(ck.state, ds, ck.spec, splits=splits)
+    what = f"{name}: {len(ds.X_test)} examples" if args.data else ds.describe()
+    print(f"{path}: {what}, network {ck.spec.sizes} {ck.spec.activation_name}")
+    print(" ".join(f"{k.removeprefix('test_') if args.data else k} {v:.4f}"
+                   for k, v in summary.items()))
+    return 0
+
+
+def _predict(args) -> int:
+    import csv
+    import io
+
+    from . import inference
+
+    path, ck = _checkpoint(args.checkpoint)
+    X, y = _own_file(args.data, ck, labels="optional")
+    try:
+        p = inference.predict(ck.state, X, ck.spec, ck.preprocessing)
+    except ValueError as e:
+        raise UsageError(f"--data {args.data}: {e}") from e
+    classes = ck.preprocessing.classes
+    if p.probabilities is not None:
+        header, values = [f"p_{c}" for c in classes], p.probabilities
+    elif ck.spec.sizes[-1] > 1:
+        header, values = [f"score_{c}" for c in classes], p.scores
+    else:
+        header, values = ["score"], p.scores
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(([] if p.labels is None else ["label"]) + header)
+    for i, row in enumerate(values.tolist()):
+        w.writerow(([] if p.labels is None else [p.labels[i]]) + row)
+    if args.out:
+        _write_atomic(args.out, text.getvalue())
+    else:
+        sys.stdout.write(text.getvalue())
+    if y is not None and p.labels is not None:
+        acc = float(np.mean(p.labels == ck.preprocessing.decode(y)))
+        print(f"{len(X)} predictions; accuracy against the file's labels {acc:.4f}"
+              + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    elif args.out:
+        print(f"{len(X)} predictions; wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -705,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_gradcheck)
 
     from .activations import ACTIVATION_NAMES
-    from .data import DATASETS
+    from .data import DATASETS, PREPROCESS
     from .losses import LOSS_NAMES
     from .optim import OPTIMIZERS
     from .spec import INITS
@@ -714,6 +812,21 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
                        help="a bundled dataset")
         c.add_argument("--data-dir", help="where cifar10's python batches are")
+        f = c.add_argument_group("data of your own (instead of --dataset; README: Train on "
+                                 "your own data)")
+        f.add_argument("--data", metavar="FILE",
+                       help="a .npz (arrays X, y; optionally X_val, y_val, X_test, y_test) "
+                            "or a .csv (a header row, numeric features, a label column)")
+        f.add_argument("--label-column", metavar="NAME",
+                       help="the CSV's label column (default: the last)")
+        f.add_argument("--val-fraction", type=_fraction, default=0.15,
+                       help="share of the examples drawn for validation when the file has "
+                            "no X_val (0: none)")
+        f.add_argument("--split-seed", type=_seed, default=0,
+                       help="seed of that validation draw")
+        f.add_argument("--preprocess", choices=PREPROCESS, default="standardize",
+                       help="standardize each feature with the training split's mean and "
+                            "std, or none")
         c.add_argument("--hidden", type=_hidden, default="256",
                        help="hidden widths, comma-separated ('none': linear classifier)")
         c.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu",
@@ -821,7 +934,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
     e.add_argument("--data-dir", help="where cifar10's python batches are (default: the "
                    "checkpoint's)")
+    e.add_argument("--data", metavar="FILE",
+                   help="a labelled .npz or .csv to evaluate on, read and preprocessed as the "
+                        "run's training file was (a run trained with --data)")
     e.set_defaults(func=_eval)
+
+    r = sub.add_parser("predict", help="predict labels for a file of your own with a run "
+                       "trained on your own data", formatter_class=_Help,
+                       description="One CSV row per example: the predicted label (in your "
+                       "own label values) and the class probabilities (softmax loss), or "
+                       "the scores (other losses). A label column in the file, if any, is "
+                       "compared with the predictions.")
+    r.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
+    r.add_argument("--data", required=True, metavar="FILE",
+                   help="a .npz (array X) or .csv (the training file's feature columns)")
+    r.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
+    r.set_defaults(func=_predict)
     return parser
 
 
@@ -884,9 +1012,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if getattr(args, "out", "unset") is None:
-        args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "")
-                                + args.dataset)
+    if args.command in ("train", "sweep") and args.out is None:
+        name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.dataset
+        args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "") + name)
     previous = signal.signal(signal.SIGINT, _interrupted(getattr(args, "out", None)))
     try:
         return _run(argv, args)

@@ -16,9 +16,64 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import files
+
+
+class Preprocessing(NamedTuple):
+    """What a dataset of your own was fitted with on its training split, so that
+    evaluation and prediction apply exactly the same (a checkpoint stores it).
+
+    Attributes:
+      classes: your label values in class order: class ``i`` is ``classes[i]`` (sorted
+        ints or strings).
+      mean, std: per-feature statistics of the training split, float32 ``(D,)`` (a
+        constant feature's std is 1: only centred); None: features used as given.
+      features: the feature columns' names (a CSV's header), or None.
+      label_column: the CSV's label column, or None.
+    """
+
+    classes: tuple
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    features: tuple | None = None
+    label_column: str | None = None
+
+    def transform(self, X: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """``X`` as the network saw its training data: float32, standardized when fitted.
+        ``copy=False`` transforms a float32 ``X`` in place."""
+        X = np.array(X, np.float32, copy=copy or None)
+        if self.mean is not None:
+            for rows in _row_blocks(len(X)):  # in place, a block at a time
+                X[rows] -= self.mean
+                X[rows] /= self.std
+        return X
+
+    def encode(self, y, what: str = "y") -> np.ndarray:
+        """Your labels as class indices ``0..C-1``; a value unseen in training is an error."""
+        y = _labels(y, what)
+        classes = np.asarray(self.classes)
+        if classes.dtype.kind != y.dtype.kind and not (y.dtype.kind in "iu" and
+                                                        classes.dtype.kind in "iu"):
+            raise ValueError(f"{what} holds labels like {y[0]!r}, training had labels like "
+                             f"{self.classes[0]!r}")
+        index = np.searchsorted(classes, y)
+        index = np.minimum(index, len(classes) - 1)
+        unseen = classes[index] != y
+        if unseen.any():
+            values = ", ".join(repr(v.item()) for v in np.unique(y[unseen])[:5])
+            raise ValueError(f"{what} holds labels never seen in training: {values} "
+                             f"(row {int(np.argmax(unseen))} first); training had "
+                             f"{_some(self.classes)}")
+        return index.astype(np.int32)
+
+    def decode(self, index) -> np.ndarray:
+        """Class indices back to your label values."""
+        return np.asarray(self.classes)[np.asarray(index)]
+
 
 class Dataset(NamedTuple):
-    """Splits as numpy arrays; ``X_*`` of shape ``(N, D)`` float32, ``y_*`` ``(N,)``."""
+    """Splits as numpy arrays; ``X_*`` of shape ``(N, D)`` float32, ``y_*`` ``(N,)``.
+    ``preprocessing``: for data of your own (:func:`from_arrays`), what was fitted."""
 
     name: str
     X_train: np.ndarray
@@ -28,6 +83,7 @@ class Dataset(NamedTuple):
     X_test: np.ndarray | None
     y_test: np.ndarray | None
     num_classes: int
+    preprocessing: Preprocessing | None = None
 
     def describe(self) -> str:
         n = lambda a: 0 if a is None else len(a)  # noqa: E731
@@ -180,6 +236,134 @@ def cifar10(data_dir: str, num_val: int = 1000) -> Dataset:
                    X_test.astype(np.float32) - mean_image, y_test, 10)
 
 
+def _row_blocks(n: int, size: int = 1 << 16):
+    return (slice(i, min(i + size, n)) for i in range(0, n, size))
+
+
+def _some(values, most: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in values[:most])
+    return f"{len(values)} labels ({shown}{', ...' if len(values) > most else ''})"
+
+
+def _labels(y, what: str) -> np.ndarray:
+    """Labels as a 1-D array of ints or strings (floats only where whole numbers)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be one label per example, shape (N,); got {y.shape}")
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        return y.astype(np.int64)
+    if y.dtype.kind in "US" or (y.dtype.kind == "O" and all(isinstance(v, str) for v in y)):
+        return y.astype(str)
+    raise ValueError(f"{what} must hold class labels (integers or strings); got {y.dtype} "
+                     f"values like {y[:3].tolist()}")
+
+
+def check_features(X, what: str = "X", columns=None) -> np.ndarray:
+    """``X`` as a 2-D numeric array whose every value is finite, or a ValueError naming
+    the first bad row and column."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"{what} must be a 2-D array (examples, features); got shape {X.shape}")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{what} must be numeric; got {X.dtype}")
+    if X.dtype.kind == "f":
+        for rows in _row_blocks(len(X)):
+            bad = ~np.isfinite(X[rows])
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                name = f" ({columns[c]!r})" if columns is not None else ""
+                raise ValueError(f"{what} row {rows.start + r}, column {c}{name} is "
+                                 f"{X[rows.start + r, c]}: features must be finite numbers")
+    return X
+
+
+def _moments(X: np.ndarray):
+    """Per-feature mean and std in float64, a block of rows at a time (no copy of X)."""
+    total = np.zeros(X.shape[1])
+    for rows in _row_blocks(len(X)):
+        total += X[rows].sum(0, dtype=np.float64)
+    mean = total / len(X)
+    sq = np.zeros(X.shape[1])
+    for rows in _row_blocks(len(X)):
+        sq += ((X[rows] - mean) ** 2).sum(0)
+    return mean, np.sqrt(sq / len(X))
+
+
+PREPROCESS = ("standardize", "none")
+
+
+def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
+                val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize",
+                name: str = "arrays", features=None, label_column=None,
+                copy: bool = True) -> Dataset:
+    """A :class:`Dataset` of your own arrays, with its preprocessing fitted and attached.
+
+    Args:
+      X, y: training examples ``(N, D)`` (numeric, finite) and labels ``(N,)`` (any
+        integers or strings: mapped to ``0..C-1`` in sorted order, ``C >= 2``).
+      X_val, y_val, X_test, y_test: optional further splits, labels among y's.
+      val_fraction: without ``X_val``, this share of the examples (shuffled by ``seed``)
+        becomes the validation split; 0 for none.
+      preprocess: ``"standardize"`` (zero mean, unit variance per feature, statistics
+        of the training split only) or ``"none"``.
+      features, label_column: names kept for prediction files (a CSV's header).
+      copy: False lets the float32 arrays given be transformed in place (a loader's own
+        arrays: no second copy of a large file).
+
+    The returned dataset's ``preprocessing`` holds the label values and the statistics;
+    ``Preprocessing.transform`` and ``encode`` apply them to new data.
+    """
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS)}; got {preprocess!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    splits = {"train": (X, y), "val": (X_val, y_val), "test": (X_test, y_test)}
+    for part, (Xs, ys) in splits.items():
+        if (Xs is None) != (ys is None):
+            raise ValueError(f"the {part} split needs both X_{part} and y_{part}")
+        if Xs is None:
+            continue
+        what = "X" if part == "train" else f"X_{part}"
+        Xs = check_features(Xs, what, features)
+        ys = _labels(ys, "y" if part == "train" else f"y_{part}")
+        if len(Xs) != len(ys):
+            raise ValueError(f"{what} has {len(Xs)} examples but its labels {len(ys)}")
+        if len(Xs) == 0:
+            raise ValueError(f"{what} has no examples")
+        if Xs.shape[1] != np.shape(X)[1]:
+            raise ValueError(f"{what} has {Xs.shape[1]} features, X has {np.shape(X)[1]}")
+        splits[part] = (Xs, ys)
+    X, y = splits["train"]
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"y has a single class ({classes[0].item()!r}): a classifier needs "
+                         "at least two")
+    owned = dict.fromkeys(splits, not copy)  # which arrays may be transformed in place
+    if splits["val"][0] is None and val_fraction > 0:
+        splits["val"], splits["train"] = split(X, y, [val_fraction], seed)  # copies
+        owned["val"] = owned["train"] = True
+        if not len(splits["train"][1]) or not len(splits["val"][1]):
+            raise ValueError(f"{len(y)} examples are too few to split {val_fraction} of "
+                             "them off for validation")
+    prep = Preprocessing(tuple(c.item() for c in classes), features=None if features is None
+                         else tuple(features), label_column=label_column)
+    if preprocess == "standardize":
+        X, y = splits["train"]
+        X = np.array(X, np.float32, copy=not owned["train"] or None)
+        mean, std = _moments(X)
+        prep = prep._replace(mean=mean.astype(np.float32),
+                             std=np.where(std > 0, std, 1.0).astype(np.float32))
+        splits["train"], owned["train"] = (X, y), True
+    out = {}
+    for part, (Xs, ys) in splits.items():
+        labels = "y" if part == "train" else f"y_{part}"
+        out[part] = (None, None) if Xs is None else \
+            (prep.transform(Xs, copy=not owned[part]), prep.encode(ys, labels))
+    return Dataset(name, *out["train"], *out["val"], *out["test"], len(classes), prep)
+
+
 def regression(N: int = 64, D_in: int = 1000, D_out: int = 10, seed: int = 0):
     """The lecture's numpy example data: ``x (N, D_in)``, ``y (N, D_out)``, both randn."""
     rng = np.random.default_rng(seed)
@@ -189,10 +373,18 @@ def regression(N: int = 64, D_in: int = 1000, D_out: int = 10, seed: int = 0):
 DATASETS = {"spiral": spiral, "digits": digits, "mnist1d": mnist1d, "cifar10": cifar10}
 
 
-def load(name: str, data_dir: str | None = None) -> Dataset:
-    """A dataset by name (``cifar10`` needs ``data_dir``)."""
+def load(name: str, data_dir: str | None = None, *, label_column: str | None = None,
+         val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize") -> Dataset:
+    """A bundled dataset by name (``cifar10`` needs ``data_dir``), or a file of your own:
+    a path (``.npz`` or ``.csv``: :mod:`mlp_jax.files`), made a dataset by
+    :func:`from_arrays` with the other arguments."""
+    if name not in DATASETS and (os.path.splitext(name)[1] or os.path.exists(name)):
+        arrays = files.read(name, label_column=label_column)
+        return from_arrays(**arrays, val_fraction=val_fraction, seed=seed,
+                           preprocess=preprocess, name=os.path.basename(name), copy=False)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}, "
+                         "or a .npz or .csv file")
     if name == "cifar10":
         if not data_dir:
             raise ValueError("cifar10 needs --data-dir pointing at cifar-10-batches-py")

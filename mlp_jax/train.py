@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 
 from .backprop import backprop
 from .losses import BINARY01, BINARY_PM1, CLASS
-from .network import forward, init_params, loss
+from .network import forward, init_params, l2_penalty, loss
 from .optim import GradientTransformation, apply_updates
 from .spec import Hyper, MLPSpec
 from .validate import validate
@@ -206,6 +206,9 @@ def predict(scores, spec: MLPSpec):
     return None
 
 
+EVAL_CHUNK = 1 << 16  # examples per compiled evaluation call: bounds its activations
+
+
 @partial(jax.jit, static_argnames="spec")
 def _evaluate(params, X, Y, spec, hyper):
     scores = forward(params, X, spec)
@@ -217,10 +220,22 @@ def _evaluate(params, X, Y, spec, hyper):
 
 def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[float, float]:
     """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout); the loss
-    includes ``hyper.reg``'s penalty. Accuracy is NaN for the squared loss (no classes)."""
-    value, acc = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec,
-                           hyper_arrays(spec, params, hyper))
-    return float(value), float(acc)
+    includes ``hyper.reg``'s penalty. Accuracy is NaN for the squared loss (no classes).
+    A split larger than ``EVAL_CHUNK`` is evaluated a chunk at a time (the chunks'
+    means weighted by their sizes), so memory stays bounded."""
+    hyper = hyper_arrays(spec, params, hyper)
+    n = len(X)
+    if n <= EVAL_CHUNK:
+        value, acc = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec, hyper)
+        return float(value), float(acc)
+    data_only = hyper._replace(reg=jnp.zeros_like(hyper.reg))
+    total = correct = 0.0
+    for i in range(0, n, EVAL_CHUNK):
+        Xc, Yc = jnp.asarray(X[i:i + EVAL_CHUNK]), jnp.asarray(Y[i:i + EVAL_CHUNK])
+        value, acc = _evaluate(params, Xc, Yc, spec, data_only)
+        total += float(value) * len(Xc)
+        correct += float(acc) * len(Xc)
+    return total / n + float(l2_penalty(params, hyper.reg)), correct / n
 
 
 class TrainingDiverged(RuntimeError):
@@ -301,7 +316,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         raise ValueError("the training split is empty: fit needs at least one example")
     if checkpoint_path:  # a spec that cannot be saved fails now, not at the first save
         ckpt.spec_to_dict(spec)
-    X, Y = jnp.asarray(data.X_train), jnp.asarray(data.y_train)
+    X, Y = jax.device_put(data.X_train), jax.device_put(data.y_train)  # one copy, not two
     if mesh is not None:
         parallel.check_batches(X.shape[0], batch_size, mesh)
     has_val = getattr(data, "X_val", None) is not None
@@ -383,7 +398,8 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                 cb(state, row)
             if checkpoint_path and writer:
                 ckpt.save(checkpoint_path, state, spec=spec, history=history,
-                          best_params=best_params, best_val_acc=best_val, meta=meta)
+                          best_params=best_params, best_val_acc=best_val, meta=meta,
+                          preprocessing=getattr(data, "preprocessing", None))
             if bar is not None:
                 bar.update(n)
                 bar.set_postfix(loss=f"{row['train_loss']:.3g}",

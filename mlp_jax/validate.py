@@ -122,7 +122,8 @@ def check_finite(name: str, tree) -> None:
     """Raise if any leaf of a concrete pytree holds NaN or inf (outside jit only)."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     for path, leaf in leaves:
-        if is_concrete(leaf) and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact):
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # no copy
+        if is_concrete(leaf) and jnp.issubdtype(dtype, jnp.inexact):
             a = np.asarray(leaf)
             if not np.isfinite(a).all():
                 where = np.argwhere(~np.isfinite(a))[0]

@@ -1,0 +1,124 @@
+"""Reading a data file of your own: ``.npz`` or ``.csv``, with one-line errors.
+
+``read(path)`` returns the arrays a file holds, by the names :func:`data.from_arrays`
+takes (``X``, ``y``, optionally ``X_val``/``y_val`` and ``X_test``/``y_test``; a CSV's
+column names as ``features`` and ``label_column``). Every problem with the file is a
+``ValueError`` (``FileNotFoundError`` for a missing one) that names the file and what is
+wrong: the row and column of a value that is not a number, the array names expected.
+Nothing is unpickled: ``.npz`` files are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+
+import numpy as np
+
+FORMATS = (".npz", ".csv")
+NPZ_NAMES = ("X", "y", "X_val", "y_val", "X_test", "y_test")
+
+
+def read(path: str, *, label_column: str | None = None, labels: str = "required",
+         features: tuple | None = None) -> dict:
+    """The arrays in ``path``.
+
+    Args:
+      label_column: a CSV's label column (default: the last one; for ``labels="optional"``
+        the training run's label column, used only where the header has it).
+      labels: ``"required"`` (training, evaluation) or ``"optional"`` (prediction: a file
+        of features only is fine).
+      features: the training run's feature names: a CSV must have those columns.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"{path}: expected a .npz or .csv file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty")
+    try:
+        return (_npz if ext == ".npz" else _csv)(path, label_column, labels, features)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def _npz(path, label_column, labels, features) -> dict:
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+        raise ValueError(f"{path} is not a readable .npz file (not a zip archive of arrays: "
+                         "write it with numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            unknown = [n for n in names if n not in NPZ_NAMES]
+            need = ["X"] + (["y"] if labels == "required" else [])
+            if unknown or any(n not in names for n in need):
+                raise ValueError(f"{path} holds arrays {', '.join(names) or '(none)'}; expected "
+                                 f"{' and '.join(need)}"
+                                 + (" (optionally y)" if labels != "required" else "")
+                                 + " (optionally X_val, y_val, X_test, y_test)")
+            return {n: z[n] for n in names}
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npz file ({e})") from e
+    except ValueError as e:
+        if str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: {e} (save plain numeric arrays: no object arrays, no "
+                         "pickle)") from e
+
+
+def _csv(path, label_column, labels, features) -> dict:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    rows = [r for r in rows if r]  # blank lines
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if not body:
+        raise ValueError(f"{path} has a header row and no examples")
+    if labels == "required":
+        name = label_column or header[-1]
+        if name not in header:
+            raise ValueError(f"{path} has no column {name!r} for the labels (columns: "
+                             f"{', '.join(header)}); name it with --label-column")
+    else:
+        name = label_column if label_column in header else None
+    li = header.index(name) if name is not None else None
+    cols = [i for i in range(len(header)) if i != li]
+    if not cols:
+        raise ValueError(f"{path} has no feature columns besides the labels")
+    names = tuple(header[i] for i in cols)
+    if features is not None and names != tuple(features):
+        raise ValueError(f"{path} has feature columns {', '.join(names)}; the run was trained "
+                         f"on {', '.join(features)}")
+    for n, r in enumerate(body):
+        if len(r) != len(header):
+            raise ValueError(f"{path} line {n + 2} has {len(r)} fields; the header has "
+                             f"{len(header)}")
+    cells = np.array(body, dtype=str)
+    X = np.empty((len(body), len(cols)), np.float32)
+    for j, c in enumerate(cols):
+        try:
+            X[:, j] = cells[:, c].astype(np.float64)
+        except ValueError:
+            for n, v in enumerate(cells[:, c]):
+                try:
+                    float(v)
+                except ValueError:
+                    raise ValueError(f"{path} line {n + 2}, column {header[c]!r}: {str(v)!r} is "
+                                     "not a number") from None
+    out = {"X": X, "features": names}
+    if li is not None:
+        y = np.char.strip(cells[:, li])
+        try:
+            y = y.astype(np.int64)  # whole numbers stay numbers; anything else strings
+        except ValueError:
+            pass
+        out.update(y=y, label_column=name)
+    return out
+
+
+__all__ = ["FORMATS", "NPZ_NAMES", "read"]

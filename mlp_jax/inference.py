@@ -1,0 +1,69 @@
+"""Predictions on new data, with the preprocessing the training run fitted.
+
+``predict(params, X, spec, preprocessing)`` standardizes ``X`` as the training split
+was, runs the network in evaluation mode a chunk at a time, and gives labels in your
+own label values (``Preprocessing.classes``), with softmax probabilities for the
+softmax loss and the raw scores always.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .data import Preprocessing, check_features
+from .losses import BINARY_PM1, REAL
+from .network import forward
+from .spec import MLPSpec
+from .train import EVAL_CHUNK
+from .train import predict as predicted_class
+
+
+class Predictions(NamedTuple):
+    labels: np.ndarray | None  # your label values (None for the squared loss: no classes)
+    probabilities: np.ndarray | None  # (N, C) softmax, for the softmax loss only
+    scores: np.ndarray  # (N, C) the network's outputs
+
+
+@partial(jax.jit, static_argnames="spec")
+def _outputs(params, X, spec):
+    scores = forward(params, X, spec)
+    probs = jax.nn.softmax(scores, axis=1) if spec.loss_fn.name == "softmax" else scores
+    return scores, probs, predicted_class(scores, spec)
+
+
+def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None
+            ) -> Predictions:
+    """What the network says about ``X`` (raw features, as in your file).
+
+    Args:
+      params, spec: a trained network (e.g. ``checkpoint.load_params(path)``'s ``state``
+        and ``spec``).
+      X: ``(N, D)`` features, untransformed: ``preprocessing`` is applied here.
+      preprocessing: the training run's (``Dataset.preprocessing``,
+        ``Checkpoint.preprocessing``); None: ``X`` is used as given and labels are class
+        indices.
+    """
+    X = check_features(X, "X")
+    if not len(X):
+        raise ValueError("X has no examples")
+    if X.shape[1] != spec.sizes[0]:
+        raise ValueError(f"X has {X.shape[1]} features; the network takes {spec.sizes[0]}")
+    X = preprocessing.transform(X) if preprocessing is not None else np.asarray(X, np.float32)
+    parts = [_outputs(params, jnp.asarray(X[i:i + EVAL_CHUNK]), spec)
+             for i in range(0, len(X), EVAL_CHUNK)]
+    scores, probs, index = (np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(3))
+    kind = spec.loss_fn.labels
+    if kind == REAL:
+        return Predictions(None, None, scores)
+    if kind == BINARY_PM1:
+        index = (index + 1) // 2  # -1/+1 -> classes 0/1
+    labels = index if preprocessing is None else preprocessing.decode(index)
+    return Predictions(labels, probs if spec.loss_fn.name == "softmax" else None, scores)
+
+
+__all__ = ["Predictions", "predict"]
