@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
-from experiments.common import quick_mode, write_json  # noqa: E402
+from experiments.common import quick_mode, rss_peak, write_json  # noqa: E402
 from mlp_jax import data, optim, parallel, sweep, train  # noqa: E402
 
 # One host device per core, so the sweep can shard configurations over the cores (before
@@ -57,10 +57,6 @@ def block(tree):
 
 # --- Memory: peak RSS of training epochs, in a child process ----------------------
 def memory_child(n):
-    def rss_peak():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-
     base = rss_peak()  # after importing jax
     # Build the dataset on the device chunk by chunk into one donated buffer, so it
     # exists exactly once (a numpy copy plus a device copy would double it).

@@ -9,6 +9,12 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+def rss_peak() -> int:
+    """This process's peak resident memory so far, in bytes (Linux's VmHWM)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+
 def quick_mode() -> bool:
     """``--quick``: the small, seconds-long version the test suite runs."""
     return "--quick" in sys.argv[1:]

@@ -315,6 +315,10 @@ def _train(args) -> int:
         if not args.quiet:
             print(f"data parallel over {mesh.shape['data']} devices "
                   f"({jax.process_count()} processes), form {args.form}", flush=True)
+    if mesh is None:  # the data on the device, one array at a time, each numpy copy freed
+        for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
+            if getattr(ds, k) is not None:
+                ds = ds._replace(**{k: jax.device_put(getattr(ds, k))})
     t0 = time.perf_counter()
     try:
         result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,

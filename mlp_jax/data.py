@@ -279,6 +279,23 @@ def check_features(X, what: str = "X", columns=None) -> np.ndarray:
     return X
 
 
+def _draw_validation(X, y, n_val: int, seed: int, *, in_place: bool):
+    """``n_val`` examples drawn by ``seed`` as the validation split, the rest (in their
+    order) as training. ``in_place``: the training rows are moved up within ``X``'s own
+    memory (and returned as a view of its first rows), so a large array is never held
+    twice."""
+    val = np.zeros(len(y), bool)
+    val[np.random.default_rng(seed).permutation(len(y))[:n_val]] = True
+    keep = np.flatnonzero(~val)
+    X_val = files.aligned_empty((n_val, X.shape[1]), X.dtype)
+    X_val[:], y_val = X[val], y[val]
+    if not in_place:
+        return (X_val, y_val), (X[keep], y[keep])
+    for rows in _row_blocks(len(keep)):  # keep[i] >= i: each block reads rows not yet moved
+        X[rows] = X[keep[rows]]
+    return (X_val, y_val), (X[:len(keep)], y[keep])
+
+
 def _moments(X: np.ndarray):
     """Per-feature mean and std in float64, a block of rows at a time (no copy of X)."""
     total = np.zeros(X.shape[1])
@@ -342,11 +359,13 @@ def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
                          "at least two")
     owned = dict.fromkeys(splits, not copy)  # which arrays may be transformed in place
     if splits["val"][0] is None and val_fraction > 0:
-        splits["val"], splits["train"] = split(X, y, [val_fraction], seed)  # copies
-        owned["val"] = owned["train"] = True
-        if not len(splits["train"][1]) or not len(splits["val"][1]):
+        n_val = int(round(val_fraction * len(y)))
+        if not 0 < n_val < len(y):
             raise ValueError(f"{len(y)} examples are too few to split {val_fraction} of "
                              "them off for validation")
+        splits["val"], splits["train"] = _draw_validation(X, y, n_val, seed,
+                                                          in_place=owned["train"])
+        owned["val"] = owned["train"] = True
     prep = Preprocessing(tuple(c.item() for c in classes), features=None if features is None
                          else tuple(features), label_column=label_column)
     if preprocess == "standardize":

@@ -206,7 +206,7 @@ def predict(scores, spec: MLPSpec):
     return None
 
 
-EVAL_CHUNK = 1 << 16  # examples per compiled evaluation call: bounds its activations
+EVAL_CHUNK = 1 << 14  # examples per compiled evaluation call: bounds its activations
 
 
 @partial(jax.jit, static_argnames="spec")
@@ -214,8 +214,8 @@ def _evaluate(params, X, Y, spec, hyper):
     scores = forward(params, X, spec)
     value = loss(params, X, Y, spec, hyper=hyper)
     pred = predict(scores, spec)
-    acc = jnp.nan if pred is None else jnp.mean(pred == Y)
-    return value, acc
+    correct = jnp.nan if pred is None else jnp.sum(pred == Y)  # a count: exact
+    return value, correct
 
 
 def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[float, float]:
@@ -226,15 +226,15 @@ def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[f
     hyper = hyper_arrays(spec, params, hyper)
     n = len(X)
     if n <= EVAL_CHUNK:
-        value, acc = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec, hyper)
-        return float(value), float(acc)
+        value, correct = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec, hyper)
+        return float(value), float(correct) / n
     data_only = hyper._replace(reg=jnp.zeros_like(hyper.reg))
     total = correct = 0.0
     for i in range(0, n, EVAL_CHUNK):
         Xc, Yc = jnp.asarray(X[i:i + EVAL_CHUNK]), jnp.asarray(Y[i:i + EVAL_CHUNK])
-        value, acc = _evaluate(params, Xc, Yc, spec, data_only)
+        value, right = _evaluate(params, Xc, Yc, spec, data_only)
         total += float(value) * len(Xc)
-        correct += float(acc) * len(Xc)
+        correct += float(right)
     return total / n + float(l2_penalty(params, hyper.reg)), correct / n
 
 

@@ -125,11 +125,16 @@ def check_finite(name: str, tree) -> None:
         dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # no copy
         if is_concrete(leaf) and jnp.issubdtype(dtype, jnp.inexact):
             a = np.asarray(leaf)
-            if not np.isfinite(a).all():
-                where = np.argwhere(~np.isfinite(a))[0]
+            flat, step = a.reshape(-1), 1 << 22  # in blocks: no full-size temporary
+            for i in range(0, flat.size, step):
+                bad = ~np.isfinite(flat[i:i + step])
+                if not bad.any():
+                    continue
+                where = tuple(int(w) for w in np.unravel_index(i + int(np.argmax(bad)),
+                                                                a.shape))
                 raise ValueError(
                     f"{name}{jax.tree_util.keystr(path)} holds a non-finite value "
-                    f"({a[tuple(where)]}) at index {tuple(where.tolist())}: clean the data first"
+                    f"({a[where]}) at index {where}: clean the data first"
                 )
 
 

@@ -55,7 +55,7 @@ def test_dead_relu():
     assert all(d in (0.0, None) for d in r["leaky_relu (pixels in [0, 1])"]["dead_fraction"])
 
 
-@pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline"])
+@pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline", "own_data"])
 def test_runs(name):
     run_quick(name)
 

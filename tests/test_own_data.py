@@ -174,7 +174,8 @@ BAD_FILES = [
      r"r.csv line 3 has 2 fields; the header has 3$"),
     ("pickle", lambda t: _bad(t, "p.npz", _npz(X=np.array([{"a": 1}] * 3, dtype=object),
                                                y=np.arange(3))),
-     r"p.npz: Object arrays cannot be loaded.*no object arrays, no pickle\)$"),
+     r"p.npz: X holds Python objects \(save plain numeric arrays: no object arrays, no "
+     r"pickle\)$"),
 ]
 
 

@@ -78,6 +78,23 @@ def test_divergence_stops_with_epoch_and_step(tmp_path):
     assert all(np.isfinite(a).all() for a in jax.tree.leaves(ck.state))
 
 
+def test_evaluation_in_chunks_is_the_whole_splits_loss_and_accuracy(monkeypatch, x64):
+    """A split larger than EVAL_CHUNK is evaluated a chunk at a time; the result is the
+    whole split's mean loss (plus the penalty once) and accuracy, from numpy."""
+    spec = mj.MLPSpec((3, 5, 4), reg=0.1, dtype="float64")
+    params = mj.init_params(jax.random.key(0), spec)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(23, 3)), rng.integers(0, 4, 23)
+    h = np.maximum(X @ np.asarray(params[0]["W"]).T + np.asarray(params[0]["b"]), 0)
+    s = h @ np.asarray(params[1]["W"]).T + np.asarray(params[1]["b"])
+    data = np.mean(np.log(np.exp(s).sum(1)) - s[np.arange(23), y])
+    penalty = 0.1 * sum(float((np.asarray(p["W"]) ** 2).sum()) for p in params)
+    monkeypatch.setattr(train, "EVAL_CHUNK", 5)  # 5 + 5 + 5 + 5 + 3
+    value, acc = train.evaluate(params, X, y, spec)
+    assert value == pytest.approx(data + penalty, rel=1e-12)
+    assert acc == pytest.approx(np.mean(s.argmax(1) == y), abs=1e-12)
+
+
 def test_best_on_validation_is_kept():
     ds = data.digits()
     spec = mj.MLPSpec((64, 32, 10))
