@@ -7,6 +7,7 @@ It walks the forward cache from the scores down to the first layer:
     dW += 2 reg W                                    (the L2 penalty)
     dh *= mask                                       (dropout, layers.py)
     dz = dh * act'(z)   or maxout routing           (activations.py)
+    dz, dgamma, dbeta = normalize_backward(dz, ...)  (the norm, layers.py)
 
 References: CS231n "Backpropagation, Intuitions" and "Neural Networks Case
 Study" (the two-layer network's backward pass).
@@ -43,11 +44,11 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
 
     act = spec.elementwise_activation
     dz = loss_fn.grad(scores, y) / N  # (N, C): d(mean loss)/dscores
-    grads = [None] * len(params)
+    grads = [{} for _ in params]
     for layer in reversed(range(len(params))):
         p = params[layer]
         dW, db, dh = layers.affine_backward(dz, cache[layer]["x"], p["W"], need_dx=layer > 0)
-        grads[layer] = {"W": dW + 2.0 * reg * p["W"]}
+        grads[layer]["W"] = dW + 2.0 * reg * p["W"]
         if "b" in p:
             grads[layer]["b"] = db
         if layer == 0:
@@ -59,7 +60,10 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
             dz = activations.maxout_backward(dh, below["idx"], spec.maxout_k)
         else:
             dz = dh * act.deriv(below["z"], below["a"])
-    grads = tuple(grads)
+        if "norm" in below:  # through the norm, to the affine map's output
+            dz, grads[layer - 1]["gamma"], grads[layer - 1]["beta"] = \
+                layers.normalize_backward(dz, below["norm"], params[layer - 1]["gamma"], axis=1)
+    grads = tuple({k: g[k] for k in p} for g, p in zip(grads, params))  # params' key order
     return value, grads
 
 

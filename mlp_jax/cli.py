@@ -36,14 +36,15 @@ def _gradcheck(args) -> int:
         title = (f"Random sweep of correct code: {len(results)} problems over "
                  f"{-(-len(results) // args.draws)} configurations (seed {args.seed}); "
                  "failed / checked per cell\n(depths 1-6, widths 3-40, batch 1-64, reg, "
-                 "dropout, input noise, maxout pieces, bias or not; half the problems have a "
-                 "row exactly on the kinks)")
+                 "dropout, input noise, maxout pieces, bias or not, layer norm or not; half the "
+                 "problems have a row exactly on the kinks)")
     else:
         what = "checking cells"
         results = check_matrix(workers=args.workers, progress=progress)
         depths = MATRIX_DEPTHS
         title = ("The matrix: every activation x loss x depth 1-4 x reg {0, 0.1} x dropout "
-                 "{0, 0.3}; float64; depth 1 is the linear classifier\n"
+                 "{0, 0.3}, and with layer norm every activation but maxout x loss x depth 2-4 "
+                 "(reg 0.1, dropout 0.3); float64; depth 1 is the linear classifier\n"
                  "each entry: worst CS231n relative error vs jax.grad / vs finite differences, "
                  "'!' where a cell failed")
     if tty:
@@ -222,7 +223,7 @@ def _problem(args):
         try:
             return MLPSpec((ds.X_train.shape[1], *args.hidden, C), activation=args.activation,
                            loss=args.loss, reg=reg, dropout=dropout, input_noise=input_noise,
-                           init=args.init)
+                           init=args.init, norm=None if args.norm == "none" else args.norm)
         except (ValueError, TypeError) as e:
             raise UsageError(str(e)) from e
 
@@ -381,7 +382,7 @@ def _init_from(args, spec, opt):
 # The options a sweep's results depend on, besides each configuration's own values; a
 # resumed sweep must match them.
 SWEEP_FIXED = ("dataset", "data_dir", "data", "label_column", "val_fraction", "split_seed",
-               "preprocess", "hidden", "activation", "loss", "init", "optimizer",
+               "preprocess", "hidden", "norm", "activation", "loss", "init", "optimizer",
                "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size", "grad")
 SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
 # A resumed run must match the options its updates depend on (the device count may change:
@@ -810,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS, PREPROCESS
     from .losses import LOSS_NAMES
     from .optim import OPTIMIZERS
-    from .spec import INITS
+    from .spec import INITS, NORMS
 
     def problem_options(c):  # what train and sweep share: data, network, optimizer, budget
         c.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
@@ -838,6 +839,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--loss", choices=LOSS_NAMES, default="softmax",
                        help="logistic and hinge need a 2-class dataset")
         c.add_argument("--init", choices=INITS, default="he", help="weight initialization")
+        c.add_argument("--norm", choices=("none",) + NORMS, default="none",
+                       help="normalization after each hidden layer's affine map")
         c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                        help="update rule")
         c.add_argument("--schedule", choices=SCHEDULES, default="cosine",

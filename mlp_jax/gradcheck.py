@@ -413,14 +413,15 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
     noise = fd_noise * np.finfo(np.float64).eps * float(magnitude) / h
 
     names = _leaf_names(params)
-    layer_scale, round_scale = {}, {}  # per layer (W and b together): S, and its rounding
-    for name, al, rl in zip(names, auto_leaves, round_leaves):
+    layer_of = [layer for layer, p in enumerate(params) for _ in p]  # as jax.tree.leaves
+    layer_scale, round_scale = {}, {}  # per layer (W, b, gamma, beta together): S, rounding
+    for layer, al, rl in zip(layer_of, auto_leaves, round_leaves):
         for scales, leaf in ((layer_scale, al), (round_scale, rl)):
             m = float(np.max(np.abs(leaf), initial=0.0))
-            scales[name[1:]] = max(scales.get(name[1:], 0.0), m)
+            scales[layer] = max(scales.get(layer, 0.0), m)
     leaves, at = [], 0
-    for name, hl, al, pick in zip(names, hand_leaves, auto_leaves, picks):
-        scale = layer_scale[name[1:]]
+    for name, layer, hl, al, pick in zip(names, layer_of, hand_leaves, auto_leaves, picks):
+        scale = layer_scale[layer]
         fd, err = hl.ravel().copy(), np.zeros(hl.size)  # entries not picked are left out
         include = np.zeros(hl.size, bool)
         fd[pick], err[pick] = fd_flat[at:at + pick.size], err_flat[at:at + pick.size]
@@ -430,14 +431,14 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         leaves.append(LeafCheck(
             name, hl.shape,
             Comparison.of(hl, al, tol_autodiff, {"floor": floor_autodiff * scale,
-                                                 "noise": ad_noise * round_scale[name[1:]]}),
+                                                 "noise": ad_noise * round_scale[layer]}),
             Comparison.of(hl, fd.reshape(hl.shape), tol_fd,
                           {"noise": noise, "trunc": fd_trunc * err.reshape(hl.shape)},
                           include.reshape(hl.shape)),
             kinks, int(pick.size),
         ))
     summary = (f"sizes={spec.sizes}, activation={spec.activation_name}, loss={spec.loss_fn.name}, "
-               f"reg={float(hyper.reg)}, "
+               + (f"norm={spec.norm}, " if spec.norm else "") + f"reg={float(hyper.reg)}, "
                f"dropout={float(hyper.dropout) if train and spec.dropout else 0}, "
                f"N={np.shape(x)[0]}")
     return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad),

@@ -2,14 +2,16 @@
 
 Both answer "does :func:`mlp_jax.check_grads` pass every built-in layer, and
 never cry wolf?". The *matrix* is every activation x loss x depth 1-4 x reg x
-dropout on fixed problems; a *random sweep* draws configurations (activation,
-loss, depth 1-6, widths, batch 1-64, reg, dropout, input noise, maxout
-pieces, bias, kink-placed rows or not) and several problems for each, and counts the
-checks that fail: on correct code each one is a false alarm.
+dropout on fixed problems, plus every norm with every activation x loss x depth 2-4;
+a *random sweep* draws configurations (activation, loss, depth 1-6, widths, batch
+1-64, reg, dropout, input noise, maxout pieces, bias, norm, kink-placed rows or not)
+and several problems for each, and counts the checks that fail: on correct code each
+one is a false alarm.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue as _queue
 from dataclasses import asdict, dataclass
@@ -18,18 +20,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import layers
 from .activations import ACTIVATION_NAMES
 from .gradcheck import check_grads
 from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, get_loss
 from .network import init_params
-from .spec import MLPSpec
+from .spec import NORMS, MLPSpec
 
 
 def kink_problem(spec: MLPSpec, seed: int, n: int = 16, on_kinks: bool = True):
     """Params and a batch of ``n`` rows; with ``on_kinks``, row 0 sits exactly on every kink.
 
     Row 0 of ``x`` is zero and hidden biases are zero, so every pre-activation
-    of row 0 is exactly 0 (the ReLU family's kink; all maxout pieces tie), and
+    of row 0 is exactly 0 (the ReLU family's kink; all maxout pieces tie; with a norm,
+    ``beta`` does it instead: :func:`_norm_on_kinks`), and
     the output bias puts row 0 exactly on a hinge margin (svm: ``s_0 - s_1 + 1
     = 0``; hinge: ``1 - y s = 0``). The other rows are random. Without
     ``on_kinks`` every bias is random and no row is placed.
@@ -51,6 +55,8 @@ def kink_problem(spec: MLPSpec, seed: int, n: int = 16, on_kinks: bool = True):
     elif spec.bias:
         params = [dict(p, b=jnp.asarray(0.3 * rng.normal(size=p["b"].shape), p["b"].dtype))
                   for p in params]
+    if on_kinks and spec.norm is not None:
+        params = _norm_on_kinks(params, spec, rng, x)
     first = [1] if on_kinks else []
     y = {
         "class": lambda: np.concatenate([first, rng.integers(0, C, n - len(first))]),
@@ -59,6 +65,31 @@ def kink_problem(spec: MLPSpec, seed: int, n: int = 16, on_kinks: bool = True):
         "real": lambda: rng.normal(size=(n, C)),
     }[labels]()
     return tuple(params), x, y.astype(int) if labels != "real" else y
+
+
+def _norm_on_kinks(params, spec: MLPSpec, rng, x):
+    """With a norm, row 0's activation inputs are put at 0 by ``beta`` instead: row 0 of
+    ``x`` and the hidden biases are random, and each hidden layer's ``beta`` is minus
+    ``gamma`` times row 0's normalized value, so that ``gamma x̂ + beta`` is exactly 0
+    (a + (-a)) when the network is run op by op (as the matrix runs it; a compiled
+    program may sum in another order, leaving row 0 within rounding of 0). A row of
+    zeros would also sit at 0, but its variance is 0, where the normalization's
+    curvature (1/sqrt(eps)) leaves finite differences nothing to measure."""
+    x[0] = rng.normal(size=x.shape[1])
+    h = jnp.asarray(x)  # the whole batch, op by op as the network does it: the same sums
+    act = spec.elementwise_activation
+    params = list(params)
+    for layer, p in enumerate(params[:-1]):
+        p = dict(p)
+        if "b" in p:
+            p["b"] = jnp.asarray(rng.normal(size=p["b"].shape), p["b"].dtype)
+        u = layers.affine(h, p["W"], p.get("b"))
+        _, (xhat, _) = layers.normalize(u, p["gamma"], jnp.zeros_like(p["beta"]),
+                                        spec.norm_eps, axis=1)
+        p["beta"] = -p["gamma"] * xhat[0]
+        params[layer] = p
+        h = act.fn(p["gamma"] * xhat + p["beta"])  # exactly 0 before the activation
+    return params
 
 
 def _outputs(loss_name: str, classes: int) -> int:
@@ -74,31 +105,38 @@ def _summary(report) -> dict:
         absolute_used_fd=max(leaf.fd.absolute_used for leaf in report.leaves))
 
 
-# --- The fixed matrix: every activation x loss x depth x reg x dropout. --------
+# --- The fixed matrix: every activation x loss x depth x reg x dropout, and the ----
+# norms: every activation (maxout takes none) x loss x depth 2-4 at reg 0.1, dropout 0.3.
 MATRIX_DEPTHS = (1, 2, 3, 4)
 MATRIX_REGS = (0.0, 0.1)
 MATRIX_DROPOUTS = (0.0, 0.3)
+MATRIX_NORMS = NORMS
 # One width for every layer, so cells share shapes and reuse each other's compiled ops.
 _MATRIX_D, _MATRIX_H, _MATRIX_N, _MATRIX_C = 5, 5, 16, 3
 
 
 def matrix_cells():
-    """Every cell of the matrix as ``(activation, loss, depth, reg, dropout)``."""
-    return [(act, name, depth, reg, p) for act in ACTIVATION_NAMES for name in LOSS_NAMES
-            for depth in MATRIX_DEPTHS for reg in MATRIX_REGS for p in MATRIX_DROPOUTS]
+    """Every cell of the matrix as ``(activation, loss, depth, reg, dropout, norm)``."""
+    plain = [(act, name, depth, reg, p, None) for act in ACTIVATION_NAMES for name in LOSS_NAMES
+             for depth in MATRIX_DEPTHS for reg in MATRIX_REGS for p in MATRIX_DROPOUTS]
+    normed = [(act, name, depth, MATRIX_REGS[-1], MATRIX_DROPOUTS[-1], norm)
+              for norm in MATRIX_NORMS for act in ACTIVATION_NAMES if act != "maxout"
+              for name in LOSS_NAMES for depth in MATRIX_DEPTHS if depth > 1]
+    return plain + normed
 
 
-def matrix_spec(act: str, loss_name: str, depth: int, reg: float, dropout: float) -> MLPSpec:
+def matrix_spec(act: str, loss_name: str, depth: int, reg: float, dropout: float,
+                norm: str | None = None) -> MLPSpec:
     sizes = (_MATRIX_D, *[_MATRIX_H] * (depth - 1), _outputs(loss_name, _MATRIX_C))
     return MLPSpec(sizes, activation=act, loss=loss_name, reg=reg, dropout=dropout,
-                   dtype="float64")
+                   norm=norm, dtype="float64")
 
 
 def _canonical(cell):
     """The cell actually computed: a depth-1 net (the linear classifier) has no
     hidden layer, so neither its activation nor dropout changes anything."""
-    act, name, depth, reg, p = cell
-    return ("relu", name, depth, reg, 0.0) if depth == 1 else cell
+    act, name, depth, reg, p, norm = cell
+    return ("relu", name, depth, reg, 0.0, None) if depth == 1 else cell
 
 
 def _check_matrix_cell(cell) -> dict:
@@ -128,7 +166,7 @@ def check_matrix(workers: int = 1, progress=None) -> list[dict]:
     cells = matrix_cells()
     unique = list(dict.fromkeys(_canonical(c) for c in cells))
     done = dict(zip(unique, run_cells(_check_matrix_cell, unique, workers, progress)))
-    keys = ("activation", "loss", "depth", "reg", "dropout")
+    keys = ("activation", "loss", "depth", "reg", "dropout", "norm")
     return [dict(zip(keys, c), **done[_canonical(c)]) for c in cells]
 
 
@@ -151,12 +189,14 @@ class RandomConfig:
     elu_alpha: float
     seed: int
     draws: int
+    norm: str | None = None
 
     def spec(self) -> MLPSpec:
         return MLPSpec(self.sizes, activation=self.activation, loss=self.loss, reg=self.reg,
                        dropout=self.dropout, input_noise=self.input_noise,
                        maxout_k=self.maxout_k, bias=self.bias,
-                       leaky_slope=self.leaky_slope, elu_alpha=self.elu_alpha, dtype="float64")
+                       leaky_slope=self.leaky_slope, elu_alpha=self.elu_alpha, norm=self.norm,
+                       dtype="float64")
 
 
 def random_configs(cells: int, seed: int = 0, draws: int = 4,
@@ -179,7 +219,13 @@ def random_configs(cells: int, seed: int = 0, draws: int = 4,
             maxout_k=int(rng.integers(2, 4)), bias=bool(rng.random() < 0.9),
             leaky_slope=float(rng.choice([0.01, 0.2])), elu_alpha=float(rng.choice([1.0, 0.6])),
             seed=int(rng.integers(2**31)),
-            draws=min(draws, cells - i * draws)))
+            draws=min(draws, cells - i * draws),
+            # a norm on a net without biases would put the kink row at variance 0 (see
+            # _norm_on_kinks): the sweep gives its norms biases
+            norm=str(rng.choice(NORMS)) if depth > 1 and act != "maxout" and rng.random() < 0.5
+            else None))
+        if configs[-1].norm is not None and not configs[-1].bias:
+            configs[-1] = dataclasses.replace(configs[-1], bias=True)
     return configs
 
 

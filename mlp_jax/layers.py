@@ -1,4 +1,5 @@
-"""The affine map, dropout and input noise: each forward with its backward beside it.
+"""The affine map, normalization, dropout and input noise: each forward with its
+backward beside it.
 
 Weights are ``(out, in)`` as in the lectures' ``f = W x``; a maxout layer's
 weights carry a leading pieces axis, ``(k, out, in)``, and the einsums below
@@ -34,6 +35,44 @@ def affine_backward(dz: Array, x: Array, W: Array, *, need_dx: bool = True):
     db = jnp.sum(dz, axis=0)
     dx = jnp.einsum("n...o,...oi->ni", dz, W) if need_dx else None
     return dW, db, dx
+
+
+# --- Normalization: y = gamma * xhat + beta, xhat = (z - mean) / sqrt(var + eps), ---
+# the mean and the (biased) variance taken over ``axis``: the features of each example
+# (layer norm, Ba et al. 2016: axis 1) or the batch, per feature (batch norm in
+# training, Ioffe & Szegedy 2015: axis 0). gamma and beta are per feature, (out,).
+def normalize(z: Array, gamma: Array, beta: Array, eps: float, axis: int):
+    """``(y, cache)``; the cache ``(xhat, inv_std)`` is what the backward needs."""
+    mean = jnp.mean(z, axis=axis, keepdims=True)
+    var = jnp.mean(jnp.square(z - mean), axis=axis, keepdims=True)
+    inv_std = jax.lax.rsqrt(var + jnp.asarray(eps, z.dtype))
+    xhat = (z - mean) * inv_std
+    return gamma * xhat + beta, (xhat, inv_std)
+
+
+def normalize_backward(dy: Array, cache, gamma: Array, axis: int):
+    """Backward of :func:`normalize`, in closed form.
+
+    With ``g = dy * gamma`` (the gradient reaching ``xhat``) and ``M`` the number of
+    values averaged over ``axis``: ``xhat`` depends on ``z`` directly and through the
+    mean and the variance. ``d mean/dz = 1/M``, ``d var/dz = 2 (z - mean) / M``, and
+    ``d xhat/d var = -xhat / (2 (var + eps))``; summing the three paths and writing
+    ``z - mean = xhat / inv_std``, every ``M`` cancels into means:
+
+        dz = inv_std * (g - mean(g) - xhat * mean(g * xhat))      (means over ``axis``)
+
+    (CS231n assignment 2's "simplified" batch norm backward, the same with axis 1 for
+    layer norm.) ``dgamma = sum_n dy * xhat`` and ``dbeta = sum_n dy`` sum over the
+    batch, whatever the axis.
+
+    Returns:
+      ``(dz, dgamma, dbeta)``.
+    """
+    xhat, inv_std = cache
+    g = dy * gamma
+    dz = inv_std * (g - jnp.mean(g, axis=axis, keepdims=True)
+                    - xhat * jnp.mean(g * xhat, axis=axis, keepdims=True))
+    return dz, jnp.sum(dy * xhat, axis=0), jnp.sum(dy, axis=0)
 
 
 # --- Inverted dropout: drop each unit with probability p, scale the rest by ---

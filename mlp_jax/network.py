@@ -38,7 +38,8 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
     Returns:
       A tuple of ``spec.num_layers`` dicts: ``W`` of shape ``(out, in)``
       (``(k, out, in)`` for maxout hidden layers), ``b`` of shape ``(out,)``
-      (``(k, out)``), in ``spec.dtype``.
+      (``(k, out)``), and with a norm, hidden layers' ``gamma`` (ones) and ``beta``
+      (zeros) of shape ``(out,)``; in ``spec.dtype``.
     """
     _check_key(key, "init_params")
     dtype = jnp.dtype(spec.dtype)
@@ -54,6 +55,9 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
         layer = {"W": std * jax.random.normal(k, shapes["W"], dtype)}
         if spec.bias:
             layer["b"] = jnp.zeros(shapes["b"], dtype)
+        if "gamma" in shapes:  # the norm starts as the identity on normalized values
+            layer["gamma"] = jnp.ones(shapes["gamma"], dtype)
+            layer["beta"] = jnp.zeros(shapes["beta"], dtype)
         params.append(layer)
     return tuple(params)
 
@@ -65,8 +69,9 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
 
     Returns:
       ``(scores, cache)``: scores of shape ``(N, C)``; ``cache[l]`` holds the
-      layer's input ``x``, pre-activation ``z`` and, for hidden layers, the
-      activation ``a`` (before dropout), the dropout ``mask`` and maxout ``idx``.
+      layer's input ``x``, pre-activation ``z`` (the activation's input: after the
+      norm, when there is one) and, for hidden layers, the activation ``a`` (before
+      dropout), the dropout ``mask``, maxout ``idx`` and the norm's ``norm`` cache.
     """
     check_params(params, spec)
     check_x(x, spec)
@@ -86,7 +91,10 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
     cache = []
     for layer, p in enumerate(params[:-1]):
         z = layers.affine(h, p["W"], p.get("b"))  # (N, H) or (N, k, H) for maxout
-        entry = {"x": h, "z": z}
+        entry = {"x": h}
+        if spec.norm is not None:  # layer norm: over each example's features
+            z, entry["norm"] = layers.normalize(z, p["gamma"], p["beta"], spec.norm_eps, axis=1)
+        entry["z"] = z  # the activation's input
         if act is None:
             a, entry["idx"] = activations.maxout(z)
         else:

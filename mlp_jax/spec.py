@@ -23,6 +23,7 @@ from .activations import ACTIVATION_NAMES, Activation, elementwise
 from .losses import BINARY01, BINARY_PM1, CLASS, LOSS_NAMES, LOSSES, REAL, Loss, get_loss
 
 INITS = ("he", "xavier", "normal")
+NORMS = ("layernorm",)  # or None; batch norm (running statistics) is not here yet
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -59,6 +60,12 @@ class MLPSpec:
       (``reg``, ``dropout`` and ``input_noise`` are the defaults of :meth:`hyper`; every
       function that takes ``hyper=`` uses them when it is None.)
       dtype: parameter dtype made by ``init_params``.
+      norm: None, or ``"layernorm"``: each hidden layer is affine -> norm -> activation ->
+        dropout, the norm with a learnable scale ``gamma`` and shift ``beta`` (``(out,)``,
+        in the params beside ``W`` and ``b``). Layer norm normalizes each example over its
+        features (Ba et al. 2016). Not with maxout (which unit would a piece's statistics
+        belong to?): refused.
+      norm_eps: added to the variance before the square root.
     """
 
     sizes: tuple[int, ...]
@@ -74,6 +81,8 @@ class MLPSpec:
     dropout: float = 0.0
     input_noise: float = 0.0
     dtype: str = "float32"
+    norm: str | None = None
+    norm_eps: float = 1e-5
 
     def __post_init__(self):
         sizes = self.sizes
@@ -117,6 +126,16 @@ class MLPSpec:
         _check_number("input_noise", self.input_noise, low=0.0)
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        if self.norm is not None and self.norm not in NORMS:
+            hint = (" (batch norm's running statistics are not in this version)"
+                    if self.norm == "batchnorm" else "")
+            raise ValueError(f"unknown norm {self.norm!r}; expected None or one of "
+                             f"{', '.join(NORMS)}{hint}")
+        if self.norm is not None and self.is_maxout:
+            raise ValueError(f"norm={self.norm!r} with maxout is not supported: a maxout "
+                             "unit's pieces would each need their own statistics; use "
+                             "another activation, or no norm")
+        _check_number("norm_eps", self.norm_eps, low=0.0, strict=True)
         if isinstance(self.activation, Activation):
             _check_activation(self.activation, self.dtype)
         if isinstance(self.loss, Loss) and self.loss not in LOSSES.values():
@@ -215,4 +234,4 @@ def _check_number(name, value, low=None, strict=False):
         raise ValueError(f"{name} must be {bound}; got {value!r}")
 
 
-__all__ = ["Hyper", "MLPSpec", "INITS", "LOSS_NAMES"]
+__all__ = ["Hyper", "MLPSpec", "INITS", "LOSS_NAMES", "NORMS"]

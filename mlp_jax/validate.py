@@ -29,6 +29,8 @@ def param_shapes(spec: MLPSpec) -> tuple[dict[str, tuple[int, ...]], ...]:
         leaf = {"W": pieces + (fan_out, fan_in)}
         if spec.bias:
             leaf["b"] = pieces + (fan_out,)
+        if spec.norm is not None and layer < spec.num_layers - 1:
+            leaf["gamma"] = leaf["beta"] = (fan_out,)
         shapes.append(leaf)
     return tuple(shapes)
 

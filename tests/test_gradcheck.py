@@ -26,20 +26,23 @@ def test_matrix_cli_every_cell_passes(tmp_path):
                            "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = json.loads(out.read_text())
-    assert len(cells) == 10 * 5 * 4 * 2 * 2
+    assert len(cells) == 10 * 5 * 4 * 2 * 2 + 9 * 5 * 3  # + layer norm (not maxout)
+    assert {c["norm"] for c in cells} == {None, "layernorm"}
     assert all(c["passed"] for c in cells)
     assert max(c["used"] for c in cells) <= 1.0
     assert max(c["absolute_used_autodiff"] for c in cells) <= 1.0
     assert max(c["absolute_used_fd"] for c in cells) <= 1.0
     assert sum(c["kink_entries"] for c in cells) > 0  # the kinks were really visited
-    assert "800 cells, 0 failed" in proc.stdout
+    assert "935 cells, 0 failed" in proc.stdout
     assert "rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute" in proc.stdout
 
 
-@pytest.mark.parametrize("act", ["relu", "leaky_relu", "elu", "maxout"])
-def test_kink_problem_sits_exactly_on_kinks(act, x64):
-    """The matrix's row 0 must be exactly on the kinks, or the kink claim is hollow."""
-    spec = matrix_spec(act, "svm", 3, 0.0, 0.0)
+@pytest.mark.parametrize("act,norm", [("relu", None), ("leaky_relu", None), ("elu", None),
+                                      ("maxout", None), ("relu", "layernorm")])
+def test_kink_problem_sits_exactly_on_kinks(act, norm, x64):
+    """The matrix's row 0 must be exactly on the kinks, or the kink claim is hollow (with a
+    norm: a row of zeros normalizes to beta = 0, a constant row staying finite)."""
+    spec = matrix_spec(act, "svm", 3, 0.0, 0.0, norm)
     params, x, y = kink_problem(spec, seed=0)
     scores, cache = mj.network.forward_with_cache(params, x, spec)
     for entry in cache[:-1]:
