@@ -722,7 +722,7 @@ def _eval(args) -> int:
     name = ds.name
     ds = _binary_labels(ds, ck.spec)
     D, C = ck.spec.sizes[0], ck.spec.sizes[-1]
-    if ds.X_test.shape[1] != D if args.data else ds.X_train.shape[1] != D:
+    if not args.data and ds.X_train.shape[1] != D:  # a file's columns: checked in _own_file
         raise UsageError(f"the checkpoint's network takes {D} features but {name} has "
                          f"{ds.X_train.shape[1]}: evaluate it on the dataset it was trained on")
     if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
