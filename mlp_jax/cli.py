@@ -360,15 +360,8 @@ def _init_from(args, spec, opt):
     import jax
 
     from . import train
-    from .checkpoint import CheckpointError, load_params
 
-    path = args.init_from
-    if os.path.isdir(path):
-        path = os.path.join(path, "checkpoint.npz")
-    try:
-        params = load_params(path, best=False).state
-    except CheckpointError as e:
-        raise UsageError(f"--init-from: {e}") from e
+    params = _checkpoint(args.init_from, best=False)[1].state
     fresh = train.init_state(jax.random.key(args.seed), spec, opt)
     shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
     if shapes(params) != shapes(fresh.params):
@@ -664,14 +657,15 @@ def _plot(history, path, title) -> str | None:
     return path
 
 
-def _checkpoint(path: str):
-    """``--checkpoint``: a run directory or its checkpoint.npz, best params loaded."""
+def _checkpoint(path: str, best: bool = True):
+    """``--checkpoint`` (or ``--init-from``): a run directory or its checkpoint.npz, its
+    best-on-validation params loaded (its final ones: ``best=False``)."""
     from .checkpoint import CheckpointError, load_params
 
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
     try:
-        return path, load_params(path)
+        return path, load_params(path, best=best)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
 

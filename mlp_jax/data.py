@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import files
+from .validate import first_nonfinite
 
 
 class Preprocessing(NamedTuple):
@@ -105,8 +106,7 @@ def standardize(train: np.ndarray, *others):
 
     Constant features (std 0, e.g. digits' always-blank corner pixels) are only centred.
     """
-    mean = train.mean(0)
-    std = train.std(0)
+    mean, std = _moments(train)
     std = np.where(std > 0, std, 1.0)
     return tuple(None if a is None else ((a - mean) / std).astype(np.float32)
                  for a in (train, *others))
@@ -268,14 +268,12 @@ def check_features(X, what: str = "X", columns=None) -> np.ndarray:
         raise ValueError(f"{what} must be a 2-D array (examples, features); got shape {X.shape}")
     if X.dtype.kind not in "fiub":
         raise ValueError(f"{what} must be numeric; got {X.dtype}")
-    if X.dtype.kind == "f":
-        for rows in _row_blocks(len(X)):
-            bad = ~np.isfinite(X[rows])
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                name = f" ({columns[c]!r})" if columns is not None else ""
-                raise ValueError(f"{what} row {rows.start + r}, column {c}{name} is "
-                                 f"{X[rows.start + r, c]}: features must be finite numbers")
+    where = first_nonfinite(X) if X.dtype.kind == "f" else None
+    if where is not None:
+        r, c = where
+        name = f" ({columns[c]!r})" if columns is not None else ""
+        raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: features must be "
+                         "finite numbers")
     return X
 
 

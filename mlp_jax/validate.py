@@ -120,6 +120,17 @@ def check_labels(y, spec: MLPSpec, n: int) -> None:
             )
 
 
+def first_nonfinite(a: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the first NaN or inf in a float array, or None; scanned in blocks, so
+    a large array needs no full-size temporary."""
+    flat, step = a.reshape(-1), 1 << 22
+    for i in range(0, flat.size, step):
+        bad = ~np.isfinite(flat[i:i + step])
+        if bad.any():
+            return tuple(int(w) for w in np.unravel_index(i + int(np.argmax(bad)), a.shape))
+    return None
+
+
 def check_finite(name: str, tree) -> None:
     """Raise if any leaf of a concrete pytree holds NaN or inf (outside jit only)."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -127,13 +138,8 @@ def check_finite(name: str, tree) -> None:
         dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # no copy
         if is_concrete(leaf) and jnp.issubdtype(dtype, jnp.inexact):
             a = np.asarray(leaf)
-            flat, step = a.reshape(-1), 1 << 22  # in blocks: no full-size temporary
-            for i in range(0, flat.size, step):
-                bad = ~np.isfinite(flat[i:i + step])
-                if not bad.any():
-                    continue
-                where = tuple(int(w) for w in np.unravel_index(i + int(np.argmax(bad)),
-                                                                a.shape))
+            where = first_nonfinite(a)
+            if where is not None:
                 raise ValueError(
                     f"{name}{jax.tree_util.keystr(path)} holds a non-finite value "
                     f"({a[where]}) at index {where}: clean the data first"
