@@ -27,7 +27,7 @@ from .backprop import backprop, per_example_backprop
 from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
 from .inference import Predictions, predict
 from .losses import LOSS_NAMES, Loss
-from .network import forward, init_params, loss
+from .network import forward, init_params, init_stats, loss
 from .spec import Hyper, MLPSpec
 from .train import TrainState, evaluate, fit, make_train_step
 from .validate import validate
@@ -36,7 +36,8 @@ __all__ = [
     "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Hyper", "Loss", "MLPSpec",
     "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data",
     "Predictions", "diagnostics", "evaluate", "files", "finite_differences", "fit", "forward",
-    "inference", "init_params", "layers", "loss", "losses", "make_train_step", "network",
+    "inference", "init_params", "init_stats", "layers", "loss", "losses", "make_train_step",
+    "network",
     "optim", "parallel", "per_example_backprop", "predict", "rel_error", "sweep", "train",
     "validate",
 ]

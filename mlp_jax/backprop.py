@@ -7,7 +7,8 @@ It walks the forward cache from the scores down to the first layer:
     dW += 2 reg W                                    (the L2 penalty)
     dh *= mask                                       (dropout, layers.py)
     dz = dh * act'(z)   or maxout routing           (activations.py)
-    dz, dgamma, dbeta = normalize_backward(dz, ...)  (the norm, layers.py)
+    dz, dgamma, dbeta = normalize_backward(dz, ...)  (the norm, layers.py; batch norm in
+                                                      evaluation: standardize_backward)
 
 References: CS231n "Backpropagation, Intuitions" and "Neural Networks Case
 Study" (the two-layer network's backward pass).
@@ -19,23 +20,25 @@ import jax
 import jax.numpy as jnp
 
 from . import activations, layers
-from .network import Params, forward_with_cache, l2_penalty, prepare_labels, resolve_reg
+from .network import Params, forward_with_cache, l2_penalty, prepare_labels, resolve_reg, with_stats
 from .spec import Hyper, MLPSpec
 
 Array = jax.Array
 
 
 def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
-             key: Array | None = None, train: bool = False) -> tuple[Array, Params]:
+             key: Array | None = None, train: bool = False, stats: tuple | None = None):
     """The loss and its gradient with respect to every parameter.
 
     Same arguments as :func:`mlp_jax.loss`. Pure, and fine under ``jit`` and ``vmap``.
 
     Returns:
       ``(loss, grads)``; ``grads`` has exactly the structure, shapes and
-      dtypes of ``params``.
+      dtypes of ``params``. Batch norm in training mode with ``stats`` given:
+      ``(loss, grads, stats)``, the running statistics updated (``mlp_jax.network``).
     """
-    scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)
+    scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
+                                       stats=stats)
     N = scores.shape[0]
     y = prepare_labels(y, spec, N, scores.dtype)
     loss_fn = spec.loss_fn
@@ -61,10 +64,15 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
         else:
             dz = dh * act.deriv(below["z"], below["a"])
         if "norm" in below:  # through the norm, to the affine map's output
-            dz, grads[layer - 1]["gamma"], grads[layer - 1]["beta"] = \
-                layers.normalize_backward(dz, below["norm"], params[layer - 1]["gamma"], axis=1)
+            gamma = params[layer - 1]["gamma"]
+            if spec.batchnorm and not train:  # fixed running statistics: affine
+                out = layers.standardize_backward(dz, below["norm"], gamma)
+            else:  # statistics of z itself: over the batch (batch norm) or the features
+                out = layers.normalize_backward(dz, below["norm"], gamma,
+                                                axis=0 if spec.batchnorm else 1)
+            dz, grads[layer - 1]["gamma"], grads[layer - 1]["beta"] = out
     grads = tuple({k: g[k] for k in p} for g, p in zip(grads, params))  # params' key order
-    return value, grads
+    return with_stats((value, grads), stats, cache, spec, train)
 
 
 def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *,
@@ -74,7 +82,12 @@ def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *,
     Returns:
       ``(losses (N,), grads)``; every leaf of ``grads`` has a leading axis of
       size N: ``grads[l]["W"][i]`` is the gradient of ``L_i + reg * sum W**2``.
+      Not with batch norm: its examples are coupled through the batch statistics.
     """
+    if spec.batchnorm:
+        raise ValueError("per-example gradients are not defined with batch norm: in "
+                         "training every example's output depends on the whole batch "
+                         "through its statistics")
     def one(xi, yi):
         return backprop(params, xi[None], yi[None], spec, hyper=hyper)
 

@@ -1,10 +1,10 @@
 """Checkpoints: save / load / resume, without pickle.
 
-One ``.npz`` file holds every array (params, optimizer state, best params, the
-step and the raw key data) and one JSON string (spec, history, metadata and the
-names of the arrays). It is written to a temporary file in the same directory,
-flushed to disk, then renamed over the old one, so a crash at any moment leaves
-either the old checkpoint or the new one, never half of one. Loading uses
+One ``.npz`` file holds every array (params, optimizer state, best params, batch
+norm's running statistics, the step and the raw key data) and one JSON string (spec,
+history, metadata and the names of the arrays). It is written to a temporary file in
+the same directory, flushed to disk, then renamed over the old one, so a crash at any
+moment leaves either the old checkpoint or the new one, never half of one. Loading uses
 ``allow_pickle=False`` and checks the file against the spec and the expected
 structure; anything unreadable raises :class:`CheckpointError`.
 """
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import Preprocessing
+from .network import init_stats
 from .spec import MLPSpec
 from .validate import param_shapes
 
@@ -41,6 +42,7 @@ class Checkpoint(NamedTuple):
     best_val_acc: float | None
     meta: dict
     preprocessing: Preprocessing | None = None  # a run on data of your own: what it fitted
+    best_stats: tuple = ()  # batch norm's running statistics that go with best_params
 
 
 def spec_to_dict(spec: MLPSpec) -> dict:
@@ -67,13 +69,14 @@ def _flatten(prefix: str, tree) -> dict[str, np.ndarray]:
     return out
 
 
-def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None,
+def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None, best_stats=None,
          best_val_acc=None, meta=None, preprocessing: Preprocessing | None = None) -> None:
     """Write ``state`` (a ``TrainState``) and the run's record to ``path`` atomically;
     ``preprocessing``: the label values (JSON) and feature statistics (arrays) fitted on
     data of your own."""
     arrays = {**_flatten("state", state._replace(key=jax.random.key_data(state.key))),
-              **_flatten("best_params", state.params if best_params is None else best_params)}
+              **_flatten("best_params", state.params if best_params is None else best_params),
+              **_flatten("best_stats", state.stats if best_stats is None else best_stats)}
     info = {"format": FORMAT, "spec": spec_to_dict(spec), "history": list(history),
             "best_val_acc": best_val_acc, "meta": meta or {},
             "key_impl": str(jax.random.key_impl(state.key))}
@@ -213,12 +216,14 @@ def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} holds no usable key_impl "
                               f"({type(e).__name__}: {e})") from e
     best = _unflatten(path, "best_params", template.params, arrays)
+    best_stats = _unflatten(path, "best_stats", template.stats, arrays)
     return Checkpoint(state, stored, history, best, best_val, meta,
-                      _preprocessing(path, info, arrays))
+                      _preprocessing(path, info, arrays), best_stats)
 
 
 def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) -> Checkpoint:
-    """Only the params (best-on-validation by default) and the record, for evaluation."""
+    """Only the params (best-on-validation by default), their running statistics
+    (``best_stats``; batch norm) and the record, for evaluation."""
     info, arrays = _read(path)
     stored, history, best_val, meta = _record(path, info)
     _check_spec(path, stored, spec)
@@ -226,5 +231,7 @@ def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) ->
     template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
                      for layer in param_shapes(stored))
     params = _unflatten(path, "best_params" if best else "state.params", template, arrays)
+    stats = _unflatten(path, "best_stats" if best else "state.stats", init_stats(stored),
+                       arrays)
     return Checkpoint(params, stored, history, params, best_val, meta,
-                      _preprocessing(path, info, arrays))
+                      _preprocessing(path, info, arrays), stats)

@@ -36,15 +36,16 @@ def _gradcheck(args) -> int:
         title = (f"Random sweep of correct code: {len(results)} problems over "
                  f"{-(-len(results) // args.draws)} configurations (seed {args.seed}); "
                  "failed / checked per cell\n(depths 1-6, widths 3-40, batch 1-64, reg, "
-                 "dropout, input noise, maxout pieces, bias or not, layer norm or not; half the "
-                 "problems have a row exactly on the kinks)")
+                 "dropout, input noise, maxout pieces, bias or not, batch norm, layer norm or "
+                 "none; half the problems have a row exactly on the kinks)")
     else:
         what = "checking cells"
         results = check_matrix(workers=args.workers, progress=progress)
         depths = MATRIX_DEPTHS
         title = ("The matrix: every activation x loss x depth 1-4 x reg {0, 0.1} x dropout "
-                 "{0, 0.3}, and with layer norm every activation but maxout x loss x depth 2-4 "
-                 "(reg 0.1, dropout 0.3); float64; depth 1 is the linear classifier\n"
+                 "{0, 0.3}, and with layer norm and batch norm every activation but maxout x "
+                 "loss x depth 2-4 (reg 0.1, dropout 0.3); float64; depth 1 is the linear "
+                 "classifier\n"
                  "each entry: worst CS231n relative error vs jax.grad / vs finite differences, "
                  "'!' where a cell failed")
     if tty:
@@ -334,10 +335,11 @@ def _train(args) -> int:
     elapsed = time.perf_counter() - t0
     if not lead:
         return 0
-    summary = _summarize(result.state.params, ds, spec)
+    summary = _summarize(result.state.params, ds, spec, stats=result.state.stats)
     if ds.X_val is not None:
         summary.update({f"best_val_params_{k}": v for k, v in
-                        _summarize(result.best_params, ds, spec).items() if k.endswith("acc")})
+                        _summarize(result.best_params, ds, spec,
+                                   stats=result.best_stats).items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -361,7 +363,8 @@ def _init_from(args, spec, opt):
 
     from . import train
 
-    params = _checkpoint(args.init_from, best=False)[1].state
+    ck = _checkpoint(args.init_from, best=False)[1]
+    params = ck.state
     fresh = train.init_state(jax.random.key(args.seed), spec, opt)
     shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
     if shapes(params) != shapes(fresh.params):
@@ -369,7 +372,11 @@ def _init_from(args, spec, opt):
                          f"{[a.shape for a in jax.tree.leaves(params)]}, this network's are "
                          f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
                          "--hidden and --activation (maxout's pieces)")
-    return fresh._replace(params=params, opt_state=opt.init(params))
+    if jax.tree.structure(ck.best_stats) != jax.tree.structure(fresh.stats):
+        raise UsageError(f"--init-from {args.init_from}: its network has norm="
+                         f"{ck.spec.norm}, this one {spec.norm}: batch norm's running "
+                         "statistics come with the params or not at all")
+    return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.best_stats)
 
 
 # The options a sweep's results depend on, besides each configuration's own values; a
@@ -534,7 +541,7 @@ def _sweep(args) -> int:
             row["diverged"] = not bool(np.isfinite(part.losses[i]).all())
             # the test split is never looked at while choosing
             row.update(_summarize(part.params_of(i), ds, spec, Hyper(*key(c)[2:]),
-                                  ("train", "val")))
+                                  ("train", "val"), part.stats_of(i)))
             new.append(row)
         with open(paths["results.jsonl"], "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in new)
@@ -618,14 +625,15 @@ def _plot_sweep(rows, metric, path, title) -> str | None:
     return path
 
 
-def _summarize(params, ds, spec, hyper=None, splits=("train", "val", "test")) -> dict:
+def _summarize(params, ds, spec, hyper=None, splits=("train", "val", "test"),
+               stats=None) -> dict:
     from .train import evaluate
 
     out = {}
     for split in splits:
         X = getattr(ds, f"X_{split}")
         if X is not None:
-            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec, hyper)
+            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec, hyper, stats)
             out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
     return out
 
@@ -722,7 +730,7 @@ def _eval(args) -> int:
     if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
         raise UsageError(f"the checkpoint's network has {C} classes but {name} has "
                          f"{ds.num_classes}: evaluate it on the dataset it was trained on")
-    summary = _summarize(ck.state, ds, ck.spec, splits=splits)
+    summary = _summarize(ck.state, ds, ck.spec, splits=splits, stats=ck.best_stats)
     what = f"{name}: {len(ds.X_test)} examples" if args.data else ds.describe()
     print(f"{path}: {what}, network {ck.spec.sizes} {ck.spec.activation_name}")
     print(" ".join(f"{k.removeprefix('test_') if args.data else k} {v:.4f}"
@@ -739,7 +747,7 @@ def _predict(args) -> int:
     path, ck = _checkpoint(args.checkpoint)
     X, y = _own_file(args.data, ck, labels="optional")
     try:
-        p = inference.predict(ck.state, X, ck.spec, ck.preprocessing)
+        p = inference.predict(ck.state, X, ck.spec, ck.preprocessing, stats=ck.best_stats)
     except ValueError as e:
         raise UsageError(f"--data {args.data}: {e}") from e
     classes = ck.preprocessing.classes

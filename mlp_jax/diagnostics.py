@@ -32,19 +32,20 @@ def expected_initial_loss(spec: MLPSpec) -> float | None:
             "hinge": 1.0}.get(spec.loss_fn.name)
 
 
-def initial_loss(params, x, y, spec: MLPSpec, rtol: float = 0.05) -> dict:
-    """The data loss (no penalty) against its small-weight value; ``ok`` within ``rtol``."""
+def initial_loss(params, x, y, spec: MLPSpec, rtol: float = 0.05, stats=None) -> dict:
+    """The data loss (no penalty) against its small-weight value; ``ok`` within ``rtol``.
+    ``stats``: batch norm's running statistics (here and below: evaluation mode)."""
     from .network import loss
 
-    value = float(loss(params, x, y, spec, hyper=spec.hyper()._replace(reg=0.0)))
+    value = float(loss(params, x, y, spec, hyper=spec.hyper()._replace(reg=0.0), stats=stats))
     expected = expected_initial_loss(spec)
     ok = None if expected is None else abs(value - expected) <= rtol * expected
     return {"loss": value, "expected": expected, "ok": ok}
 
 
-def unit_stats(params, x, spec: MLPSpec) -> list[dict]:
+def unit_stats(params, x, spec: MLPSpec, stats=None) -> list[dict]:
     """Per hidden layer, over all of ``x`` (evaluation mode): dead and saturated fractions."""
-    _, cache = forward_with_cache(params, x, spec)
+    _, cache = forward_with_cache(params, x, spec, stats=stats)
     out = []
     for entry in cache[:-1]:
         act = spec.elementwise_activation
@@ -84,18 +85,18 @@ class Diagnostics:
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)
 
     def __call__(self, state, row: dict) -> None:
-        _, grads = backprop(state.params, self.x, self.y, self.spec)
+        _, grads = backprop(state.params, self.x, self.y, self.spec, stats=state.stats)
         updates, _ = self.optimizer.update(grads, state.opt_state, state.params)
-        stats = unit_stats(state.params, self.x, self.spec)
+        stats = unit_stats(state.params, self.x, self.spec, state.stats)
         row["grad_norm"] = grad_norms(grads)
         row["update_ratio"] = update_ratios(state.params, updates)
         row["dead"] = [s["dead"] for s in stats]
         row["saturated"] = [s["saturated"] for s in stats]
 
 
-def per_layer_grad_norms(params, x, y, spec: MLPSpec) -> np.ndarray:
+def per_layer_grad_norms(params, x, y, spec: MLPSpec, stats=None) -> np.ndarray:
     """``||dW||`` per layer at ``params`` (layer 1 first)."""
-    return np.array(grad_norms(backprop(params, x, y, spec)[1]))
+    return np.array(grad_norms(backprop(params, x, y, spec, stats=stats)[1]))
 
 
 __all__ = ["Diagnostics", "expected_initial_loss", "grad_norms", "initial_loss",

@@ -265,7 +265,7 @@ def fd_chunk_size(num_params: int, itemsize: int = 8) -> int:
 
 
 def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=None, key=None,
-                       train: bool = False, entries=None, chunk: int | None = None):
+                       train: bool = False, stats=None, entries=None, chunk: int | None = None):
     """Centered 4-point finite differences of :func:`mlp_jax.loss`, and kink straddles.
 
     Call it with float64 params (inside ``jax.enable_x64``). Perturbs each flat
@@ -274,6 +274,8 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
     one compiled chunk looped over by ``lax.map``, so memory stays
     ``O(chunk * num_params)`` however many entries are asked for. Pure: fine
     under ``jit``.
+
+    ``stats``: batch norm's running statistics, for evaluation mode.
 
     Returns:
       ``(grads, errors, straddles)``: arrays over ``entries``. ``errors[i]`` is the
@@ -287,8 +289,9 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
 
     def loss_and_state(theta):
         p = unravel(theta)
-        scores, cache = forward_with_cache(p, x, spec, hyper=hyper, key=key, train=train)
-        value = loss(p, x, y, spec, hyper=hyper, key=key, train=train)
+        kw = dict(hyper=hyper, key=key, train=train, stats=None if train else stats)
+        scores, cache = forward_with_cache(p, x, spec, **kw)
+        value = loss(p, x, y, spec, **kw)
         return value, _kink_state(scores, cache, y, spec)
 
     _, center_state = loss_and_state(flat)
@@ -316,9 +319,9 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
     return tuple(a.reshape(-1)[:n] for a in out)
 
 
-def _all_three(params, x, y, spec, hyper, key, train, h, entries):
+def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):
     """Hand grads, jax.grad and finite differences: one function, to jit or run eagerly."""
-    kw = dict(hyper=hyper, key=key, train=train)
+    kw = dict(hyper=hyper, key=key, train=train, stats=None if train else stats)
     loss_hand, hand = backprop(params, x, y, spec, **kw)
     loss_ad, auto = jax.value_and_grad(loss)(params, x, y, spec, **kw)
     fd, fd_error, straddles = finite_differences(params, x, y, spec, h=h, entries=entries, **kw)
@@ -336,6 +339,12 @@ def _all_three(params, x, y, spec, hyper, key, train, h, entries):
 
 
 _all_three_jit = jax.jit(_all_three, static_argnames=("spec", "train", "h"))
+
+
+def _stats_mode(spec: MLPSpec, train: bool) -> str:
+    if not spec.batchnorm:
+        return ""
+    return " (batch statistics)" if train else " (running statistics)"
 
 
 def _leaf_names(params) -> list[str]:
@@ -357,7 +366,8 @@ def _fd_picks(sizes: list[int], fd_entries, seed: int) -> list[np.ndarray]:
 
 
 def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: bool | None = None,
-                h: float = 1e-3, tol_autodiff: float = TOL_AUTODIFF, tol_fd: float = TOL_FD,
+                stats=None, h: float = 1e-3, tol_autodiff: float = TOL_AUTODIFF,
+                tol_fd: float = TOL_FD,
                 floor_autodiff: float = FLOOR_AUTODIFF, ad_noise: float = AD_NOISE,
                 fd_noise: float = FD_NOISE,
                 fd_trunc: float = FD_TRUNC,
@@ -370,7 +380,9 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         for the check (x64 is enabled only inside this call).
       hyper: reg, dropout and input noise (``spec.hyper()`` when None).
       key: dropout / input-noise key; the same masks are used by all three.
-      train: training mode; defaults to True when ``key`` is given.
+      train: training mode; defaults to True when ``key`` is given (and for batch norm
+        without ``stats``: its training mode is the classic derivation).
+      stats: batch norm's running statistics: checks evaluation mode (``train`` False).
       h: finite-difference step.
       tol_autodiff, tol_fd: the pass rule's relative tolerances.
       floor_autodiff, ad_noise, fd_noise, fd_trunc: the rule's absolute terms
@@ -391,7 +403,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
       A :class:`GradCheckReport`; ``report.passed`` and ``print(report)``.
     """
     validate(params, x, y, spec)
-    train = key is not None if train is None else train
+    if train is None:
+        train = key is not None or (spec.batchnorm and stats is None)
     with jax.enable_x64(True):
         f64 = jnp.float64
         params = jax.tree.map(lambda a: jnp.asarray(a, f64), params)
@@ -404,7 +417,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         entries = np.concatenate([s + p for s, p in zip(starts, picks)])
         run = _all_three_jit if jit else _all_three
         loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding = \
-            run(params, x, y, spec, hyper, key, train, h, entries)
+            run(params, x, y, spec, hyper, key, train,
+                None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats), h, entries)
         hand_leaves = [np.asarray(a) for a in jax.tree.leaves(hand)]
         auto_leaves = [np.asarray(a) for a in jax.tree.leaves(auto)]
         round_leaves = [np.asarray(a) for a in jax.tree.leaves(rounding)]
@@ -438,7 +452,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
             kinks, int(pick.size),
         ))
     summary = (f"sizes={spec.sizes}, activation={spec.activation_name}, loss={spec.loss_fn.name}, "
-               + (f"norm={spec.norm}, " if spec.norm else "") + f"reg={float(hyper.reg)}, "
+               + (f"norm={spec.norm}{_stats_mode(spec, train)}, " if spec.norm else "")
+               + f"reg={float(hyper.reg)}, "
                f"dropout={float(hyper.dropout) if train and spec.dropout else 0}, "
                f"N={np.shape(x)[0]}")
     return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad),

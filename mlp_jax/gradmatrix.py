@@ -54,7 +54,7 @@ def kink_problem(spec: MLPSpec, seed: int, n: int = 16, on_kinks: bool = True):
             params[-1] = dict(params[-1], b=jnp.asarray(b_out, params[-1]["b"].dtype))
     elif spec.bias:
         params = [dict(p, b=jnp.asarray(0.3 * rng.normal(size=p["b"].shape), p["b"].dtype))
-                  for p in params]
+                  if "b" in p else p for p in params]  # batch norm's hidden layers have none
     if on_kinks and spec.norm is not None:
         params = _norm_on_kinks(params, spec, rng, x)
     first = [1] if on_kinks else []
@@ -87,7 +87,7 @@ def _norm_on_kinks(params, spec: MLPSpec, rng, x):
             p["b"] = jnp.asarray(rng.normal(size=p["b"].shape), p["b"].dtype)
         u = layers.affine(h, p["W"], p.get("b"))
         _, (xhat, _) = layers.normalize(u, p["gamma"], jnp.zeros_like(p["beta"]),
-                                        spec.norm_eps, axis=1)
+                                        spec.norm_eps, axis=0 if spec.batchnorm else 1)
         p["beta"] = -p["gamma"] * xhat[0]
         params[layer] = p
         h = act.fn(p["gamma"] * xhat + p["beta"])  # exactly 0 before the activation
@@ -108,11 +108,12 @@ def _summary(report) -> dict:
 
 
 # --- The fixed matrix: every activation x loss x depth x reg x dropout, and the ----
-# norms: every activation (maxout takes none) x loss x depth 2-4 at reg 0.1, dropout 0.3.
+# norms (batch norm in training mode, layer norm): every activation (maxout takes none)
+# x loss x depth 2-4 at reg 0.1, dropout 0.3.
 MATRIX_DEPTHS = (1, 2, 3, 4)
 MATRIX_REGS = (0.0, 0.1)
 MATRIX_DROPOUTS = (0.0, 0.3)
-MATRIX_NORMS = NORMS
+MATRIX_NORMS = ("layernorm", "batchnorm")  # batch norm's cells last: the earlier keep seeds
 # One width for every layer, so cells share shapes and reuse each other's compiled ops.
 _MATRIX_D, _MATRIX_H, _MATRIX_N, _MATRIX_C = 5, 5, 16, 3
 
@@ -229,6 +230,8 @@ def random_configs(cells: int, seed: int = 0, draws: int = 4,
             and norm_rng.random() < 0.5 else None))
         if configs[-1].norm is not None and not configs[-1].bias:
             configs[-1] = dataclasses.replace(configs[-1], bias=True)
+        if configs[-1].norm == "batchnorm" and configs[-1].n < 2:  # a batch of 1: refused
+            configs[-1] = dataclasses.replace(configs[-1], n=2)
     return configs
 
 

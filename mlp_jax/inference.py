@@ -30,14 +30,14 @@ class Predictions(NamedTuple):
 
 
 @partial(jax.jit, static_argnames="spec")
-def _outputs(params, X, spec):
-    scores = forward(params, X, spec)
+def _outputs(params, stats, X, spec):
+    scores = forward(params, X, spec, stats=stats)
     probs = jax.nn.softmax(scores, axis=1) if spec.loss_fn.name == "softmax" else scores
     return scores, probs, predicted_class(scores, spec)
 
 
-def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None
-            ) -> Predictions:
+def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None, *,
+            stats: tuple | None = None) -> Predictions:
     """What the network says about ``X`` (raw features, as in your file).
 
     Args:
@@ -47,6 +47,8 @@ def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None
       preprocessing: the training run's (``Dataset.preprocessing``,
         ``Checkpoint.preprocessing``); None: ``X`` is used as given and labels are class
         indices.
+      stats: batch norm's running statistics (``Checkpoint.best_stats``); a network
+        without batch norm needs none.
     """
     X = check_features(X, "X")
     if not len(X):
@@ -54,7 +56,7 @@ def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None
     if X.shape[1] != spec.sizes[0]:
         raise ValueError(f"X has {X.shape[1]} features; the network takes {spec.sizes[0]}")
     X = preprocessing.transform(X) if preprocessing is not None else np.asarray(X, np.float32)
-    parts = [_outputs(params, jnp.asarray(X[i:i + EVAL_CHUNK]), spec)
+    parts = [_outputs(params, stats, jnp.asarray(X[i:i + EVAL_CHUNK]), spec)
              for i in range(0, len(X), EVAL_CHUNK)]
     scores, probs, index = (np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(3))
     kind = spec.loss_fn.labels

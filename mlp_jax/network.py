@@ -4,6 +4,15 @@
 (``(k, out, in)`` and ``(k, out)`` for a maxout hidden layer). Hidden layers
 apply the activation, then (in training mode) dropout; the last layer is
 affine and gives the scores.
+
+Batch norm (``MLPSpec(norm="batchnorm")``) keeps its running statistics out of the
+params, in a pytree of their own: ``stats``, one ``{"mean": (out,), "var": (out,)}``
+per hidden layer (``init_stats``). The contract, for every function here and in
+``backprop``: in evaluation mode (``train=False``) a batch-norm network needs
+``stats=`` and normalizes by them; in training mode it normalizes by the batch's own
+statistics, and given ``stats=`` it also returns them updated, as one more, last
+output (``(scores, stats)``, ``(loss, stats)``, ``(loss, grads, stats)``). Other
+networks have no statistics: ``stats`` is ``()`` for them and changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import jax.numpy as jnp
 from . import activations, layers
 from .losses import CLASS
 from .spec import Hyper, MLPSpec
-from .validate import check_labels, check_params, check_x, param_shapes
+from .validate import check_labels, check_params, check_stats, check_x, param_shapes
 
 Array = jax.Array
 Params = tuple  # tuple[dict[str, Array], ...]
@@ -39,7 +48,8 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
       A tuple of ``spec.num_layers`` dicts: ``W`` of shape ``(out, in)``
       (``(k, out, in)`` for maxout hidden layers), ``b`` of shape ``(out,)``
       (``(k, out)``), and with a norm, hidden layers' ``gamma`` (ones) and ``beta``
-      (zeros) of shape ``(out,)``; in ``spec.dtype``.
+      (zeros) of shape ``(out,)``; in ``spec.dtype``. Batch norm's hidden layers have no
+      ``b``: the batch mean would subtract it (``beta`` takes its role; Ioffe & Szegedy).
     """
     _check_key(key, "init_params")
     dtype = jnp.dtype(spec.dtype)
@@ -53,7 +63,7 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
             "normal": spec.weight_scale,
         }[spec.init]
         layer = {"W": std * jax.random.normal(k, shapes["W"], dtype)}
-        if spec.bias:
+        if "b" in shapes:
             layer["b"] = jnp.zeros(shapes["b"], dtype)
         if "gamma" in shapes:  # the norm starts as the identity on normalized values
             layer["gamma"] = jnp.ones(shapes["gamma"], dtype)
@@ -62,8 +72,29 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
     return tuple(params)
 
 
+def init_stats(spec: MLPSpec) -> tuple:
+    """Batch norm's running statistics before any training: mean 0 and variance 1 per
+    hidden unit, in the params' dtype (float32 at least); ``()`` without batch norm."""
+    if not spec.batchnorm:
+        return ()
+    dtype = jnp.promote_types(spec.dtype, jnp.float32)
+    return tuple({"mean": jnp.zeros((h,), dtype), "var": jnp.ones((h,), dtype)}
+                 for h in spec.sizes[1:-1])
+
+
+def updated_stats(stats: tuple, cache: list[dict[str, Array]], spec: MLPSpec) -> tuple:
+    """The running statistics after one training-mode batch whose ``cache`` holds each
+    layer's batch ``moments``: ``m * running + (1 - m) * batch``, ``m = norm_momentum``."""
+    if not spec.batchnorm:
+        return ()
+    m = spec.norm_momentum
+    return tuple({k: m * s[k] + (1.0 - m) * v.astype(s[k].dtype)
+                  for k, v in zip(("mean", "var"), entry["moments"])}
+                 for s, entry in zip(stats, cache))
+
+
 def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
-                       key: Array | None = None, train: bool = False
+                       key: Array | None = None, train: bool = False, stats: tuple | None = None
                        ) -> tuple[Array, list[dict[str, Array]]]:
     """Scores and what the backward pass needs, layer by layer.
 
@@ -71,10 +102,20 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
       ``(scores, cache)``: scores of shape ``(N, C)``; ``cache[l]`` holds the
       layer's input ``x``, pre-activation ``z`` (the activation's input: after the
       norm, when there is one) and, for hidden layers, the activation ``a`` (before
-      dropout), the dropout ``mask``, maxout ``idx`` and the norm's ``norm`` cache.
+      dropout), the dropout ``mask``, maxout ``idx``, the norm's ``norm`` cache and, for
+      batch norm in training, the batch's ``moments`` (mean, variance), each ``(out,)``.
     """
     check_params(params, spec)
     check_x(x, spec)
+    batch_stats = spec.batchnorm and train
+    if batch_stats and x.shape[0] < 2:
+        raise ValueError(f"batch norm in training mode needs at least 2 examples per batch; "
+                         f"got {x.shape[0]}: one example has variance 0, so every unit "
+                         "would be normalized to its beta and nothing would be learned "
+                         "from x (for one example, use evaluation mode with the running "
+                         "statistics, or layer norm)")
+    if spec.batchnorm and not train:
+        check_stats(stats, spec)
     dtype = params[0]["W"].dtype
     h = jnp.asarray(x, dtype)  # (N, D)
 
@@ -92,7 +133,17 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
     for layer, p in enumerate(params[:-1]):
         z = layers.affine(h, p["W"], p.get("b"))  # (N, H) or (N, k, H) for maxout
         entry = {"x": h}
-        if spec.norm is not None:  # layer norm: over each example's features
+        if batch_stats:  # batch norm in training: each feature over the batch
+            mean, var = layers.moments(z, axis=0)
+            z, entry["norm"] = layers.standardize(z, mean, var, p["gamma"], p["beta"],
+                                                  spec.norm_eps)
+            entry["moments"] = (mean[0], var[0])
+        elif spec.batchnorm:  # in evaluation: by the running statistics
+            s = stats[layer]
+            z, entry["norm"] = layers.standardize(z, s["mean"].astype(dtype),
+                                                  s["var"].astype(dtype), p["gamma"],
+                                                  p["beta"], spec.norm_eps)
+        elif spec.norm is not None:  # layer norm: over each example's features
             z, entry["norm"] = layers.normalize(z, p["gamma"], p["beta"], spec.norm_eps, axis=1)
         entry["z"] = z  # the activation's input
         if act is None:
@@ -110,15 +161,28 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
     return scores, cache
 
 
+def with_stats(out, stats: tuple | None, cache, spec: MLPSpec, train: bool):
+    """``out``, followed by the updated running statistics where they were asked for
+    (training mode, ``stats`` given): the module's contract."""
+    if not train or stats is None:
+        return out
+    new = updated_stats(stats, cache, spec)
+    return (*out, new) if isinstance(out, tuple) else (out, new)
+
+
 def forward(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
-            key: Array | None = None, train: bool = False) -> Array:
+            key: Array | None = None, train: bool = False, stats: tuple | None = None):
     """The class scores: ``x`` of shape ``(N, D)`` -> ``(N, C)``.
 
     In training mode (``train=True``) dropout and input noise are applied,
     drawn from ``key``; at evaluation both are the identity. Their rates come
     from ``hyper`` (``spec.hyper()`` when None; may be traced arrays, for sweeps).
+    ``stats``: batch norm's running statistics (the module's contract: needed in
+    evaluation; in training, ``(scores, stats)`` is returned with them updated).
     """
-    return forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)[0]
+    scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
+                                       stats=stats)
+    return with_stats(scores, stats, cache, spec, train)
 
 
 def prepare_labels(y: Array, spec: MLPSpec, n: int, dtype) -> Array:
@@ -139,7 +203,7 @@ def resolve_reg(hyper: Hyper | None, spec: MLPSpec, dtype):
 
 
 def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
-         key: Array | None = None, train: bool = False) -> Array:
+         key: Array | None = None, train: bool = False, stats: tuple | None = None):
     """``1/N sum_i L_i + reg * sum W**2``: the scalar that training minimizes.
 
     Args:
@@ -147,9 +211,12 @@ def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | No
       y: labels, as the loss needs them (``losses.LABEL_KINDS``).
       hyper: reg, dropout and input noise (``spec.hyper()`` when None; may be traced
         arrays), e.g. ``spec.hyper()._replace(reg=0.0)`` for the data loss alone.
-      key, train: as in :func:`forward`.
+      key, train, stats: as in :func:`forward`; in training mode with ``stats``,
+        ``(loss, stats)`` (for ``jax.value_and_grad(loss, has_aux=True)``).
     """
-    scores, _ = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train)
+    scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
+                                       stats=stats)
     y = prepare_labels(y, spec, scores.shape[0], scores.dtype)
     data_loss = jnp.mean(spec.loss_fn.value(scores, y))
-    return data_loss + l2_penalty(params, resolve_reg(hyper, spec, scores.dtype))
+    value = data_loss + l2_penalty(params, resolve_reg(hyper, spec, scores.dtype))
+    return with_stats(value, stats, cache, spec, train)

@@ -23,7 +23,7 @@ from .activations import ACTIVATION_NAMES, Activation, elementwise
 from .losses import BINARY01, BINARY_PM1, CLASS, LOSS_NAMES, LOSSES, REAL, Loss, get_loss
 
 INITS = ("he", "xavier", "normal")
-NORMS = ("layernorm",)  # or None; batch norm (running statistics) is not here yet
+NORMS = ("batchnorm", "layernorm")  # or None
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -60,12 +60,20 @@ class MLPSpec:
       (``reg``, ``dropout`` and ``input_noise`` are the defaults of :meth:`hyper`; every
       function that takes ``hyper=`` uses them when it is None.)
       dtype: parameter dtype made by ``init_params``.
-      norm: None, or ``"layernorm"``: each hidden layer is affine -> norm -> activation ->
-        dropout, the norm with a learnable scale ``gamma`` and shift ``beta`` (``(out,)``,
-        in the params beside ``W`` and ``b``). Layer norm normalizes each example over its
-        features (Ba et al. 2016). Not with maxout (which unit would a piece's statistics
-        belong to?): refused.
+      norm: None, ``"batchnorm"`` or ``"layernorm"``: each hidden layer is affine -> norm
+        -> activation -> dropout, the norm with a learnable scale ``gamma`` and shift
+        ``beta`` (``(out,)``, in the params beside ``W`` and ``b``). Layer norm normalizes
+        each example over its features (Ba et al. 2016); batch norm each feature over the
+        batch in training and by its running statistics in evaluation (Ioffe & Szegedy
+        2015; the statistics are a pytree of their own, ``network.init_stats``), its
+        hidden layers without ``b``: the batch mean subtracts any bias, whose gradient is
+        then 0 to rounding (and Adam, dividing by the gradient's size, would turn that
+        rounding into steps of size lr). Not with maxout (which unit would a piece's
+        statistics belong to?): refused.
       norm_eps: added to the variance before the square root.
+      norm_momentum: batch norm's running averages, as CS231n's:
+        ``running = momentum * running + (1 - momentum) * batch`` (PyTorch's
+        ``momentum=0.1`` is this 0.9), the batch variance biased (divided by N).
     """
 
     sizes: tuple[int, ...]
@@ -83,6 +91,7 @@ class MLPSpec:
     dtype: str = "float32"
     norm: str | None = None
     norm_eps: float = 1e-5
+    norm_momentum: float = 0.9
 
     def __post_init__(self):
         sizes = self.sizes
@@ -127,15 +136,17 @@ class MLPSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
         if self.norm is not None and self.norm not in NORMS:
-            hint = (" (batch norm's running statistics are not in this version)"
-                    if self.norm == "batchnorm" else "")
             raise ValueError(f"unknown norm {self.norm!r}; expected None or one of "
-                             f"{', '.join(NORMS)}{hint}")
+                             f"{', '.join(NORMS)}")
         if self.norm is not None and self.is_maxout:
             raise ValueError(f"norm={self.norm!r} with maxout is not supported: a maxout "
                              "unit's pieces would each need their own statistics; use "
                              "another activation, or no norm")
         _check_number("norm_eps", self.norm_eps, low=0.0, strict=True)
+        _check_number("norm_momentum", self.norm_momentum, low=0.0)
+        if self.norm_momentum >= 1.0:
+            raise ValueError(f"norm_momentum must be in [0, 1) (the running averages' decay; "
+                             f"1 would never update them); got {self.norm_momentum!r}")
         if isinstance(self.activation, Activation):
             _check_activation(self.activation, self.dtype)
         if isinstance(self.loss, Loss) and self.loss not in LOSSES.values():
@@ -160,6 +171,11 @@ class MLPSpec:
     def stochastic(self) -> bool:
         """True when training mode draws random numbers (dropout or input noise); static."""
         return self.dropout > 0 or self.input_noise > 0
+
+    @property
+    def batchnorm(self) -> bool:
+        """True when the network has batch norm: running statistics beside the params."""
+        return self.norm == "batchnorm"
 
     @property
     def loss_fn(self) -> Loss:

@@ -40,6 +40,7 @@ class SweepResult(NamedTuple):
     configs: list[dict]  # one dict per configuration: seed, lr, reg, dropout, input_noise
     params: tuple  # final params, every leaf stacked: leading axis = configuration
     losses: np.ndarray  # (configs, epochs, steps_per_epoch) minibatch losses
+    stats: tuple = ()  # batch norm's final running statistics, stacked like params
 
     def final_loss(self) -> np.ndarray:
         """Mean minibatch loss over each configuration's last epoch, ``(configs,)``."""
@@ -47,6 +48,9 @@ class SweepResult(NamedTuple):
 
     def params_of(self, i: int):
         return jax.tree.map(lambda a: a[i], self.params)
+
+    def stats_of(self, i: int):
+        return jax.tree.map(lambda a: a[i], self.stats)
 
 
 def grid(seeds=(0,), lrs=(1e-3,), regs=(None,), dropouts=(None,),
@@ -154,7 +158,8 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
         record results as they come (a sweep that stops keeps what it finished).
 
     Returns:
-      A :class:`SweepResult` with stacked final params and every minibatch loss.
+      A :class:`SweepResult` with stacked final params (and batch norm's running
+      statistics) and every minibatch loss.
     """
     if not configs:
         raise ValueError("sweep needs at least one configuration")
@@ -186,18 +191,18 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     for start in range(0, n, size):
         sl, kept = slice(start, start + size), slice(0, min(size, n - start))
         states, losses = run(*jax.tree.map(lambda a, sl=sl: a[sl], (keys, lrs, hypers)), X, Y)
-        parts.append(SweepResult(configs[sl], jax.tree.map(
-            lambda a, kept=kept: np.asarray(a)[kept], states.params), np.asarray(losses)[kept]))
+        params, stats = jax.tree.map(lambda a, kept=kept: np.asarray(a)[kept],
+                                     (states.params, states.stats))
+        parts.append(SweepResult(configs[sl], params, np.asarray(losses)[kept], stats))
         if callback is not None:
             callback(start, parts[-1])
-    return SweepResult(configs, jax.tree.map(lambda *a: np.concatenate(a),
-                                             *[p.params for p in parts]),
-                       np.concatenate([p.losses for p in parts]))
+    joined = jax.tree.map(lambda *a: np.concatenate(a), *[(p.params, p.stats) for p in parts])
+    return SweepResult(configs, joined[0], np.concatenate([p.losses for p in parts]), joined[1])
 
 
 def evaluate_all(result: SweepResult, X, Y, spec: MLPSpec) -> np.ndarray:
     """``(configs, 2)``: loss and accuracy of every configuration's final params."""
-    return np.array([evaluate(result.params_of(i), X, Y, spec)
+    return np.array([evaluate(result.params_of(i), X, Y, spec, stats=result.stats_of(i))
                      for i in range(len(result.configs))])
 
 

@@ -22,6 +22,14 @@ axis, the same step and the same fused epochs run with each minibatch split alon
 * ``"gspmd"``: the ordinary computation with the minibatch constrained to
   ``P("data")``; XLA's partitioner inserts the collectives, and dropout draws the
   single-device masks.
+
+Batch norm's statistics in data parallel: under ``"gspmd"`` they are the global
+batch's (the partitioner reduces over the shards), so the run is the one-device run;
+under ``"shard_map"`` each device normalizes by its own shard's statistics (as
+PyTorch's ``BatchNorm`` under DistributedDataParallel: no collective in the forward
+pass, and what every device computes is a one-device step on its shard), and the
+running statistics are the shards' updated ones averaged with ``lax.pmean``, so every
+device keeps the same.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 
 from .backprop import backprop
 from .losses import BINARY01, BINARY_PM1, CLASS
-from .network import forward, init_params, l2_penalty, loss
+from .network import forward, init_params, init_stats, l2_penalty, loss
 from .optim import GradientTransformation, apply_updates
 from .spec import Hyper, MLPSpec
 from .validate import validate
@@ -57,13 +65,16 @@ class TrainState(NamedTuple):
     opt_state: object
     step: jax.Array  # updates taken so far
     key: jax.Array  # source of shuffles and dropout masks; split every use
+    stats: tuple = ()  # batch norm's running statistics (network.init_stats); () without
 
 
 def init_state(key, spec: MLPSpec, optimizer: GradientTransformation) -> TrainState:
-    """Fresh parameters and optimizer state; ``key`` is split once into init and training."""
+    """Fresh parameters, optimizer state and running statistics; ``key`` is split once
+    into init and training."""
     k_init, k_train = jax.random.split(key)
     params = init_params(k_init, spec)
-    return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), k_train)
+    return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), k_train,
+                      init_stats(spec))
 
 
 def hyper_arrays(spec: MLPSpec, params, hyper: Hyper | None = None) -> Hyper:
@@ -73,38 +84,41 @@ def hyper_arrays(spec: MLPSpec, params, hyper: Hyper | None = None) -> Hyper:
     return jax.tree.map(lambda v: jnp.asarray(v, dtype), spec.hyper() if hyper is None else hyper)
 
 
-def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, hyper=None, key=None, train=True):
-    """The loss and its gradients, from the hand backprop or from ``jax.grad``."""
-    kw = dict(hyper=hyper, key=key, train=train)
+def value_and_grads(spec: MLPSpec, grad: str, params, x, y, *, hyper=None, key=None,
+                    stats=()):
+    """In training mode: the loss, its gradients (from the hand backprop or from
+    ``jax.grad``) and the running statistics updated (``()`` without batch norm)."""
+    kw = dict(hyper=hyper, key=key, train=True, stats=stats)
     if grad == "backprop":
         return backprop(params, x, y, spec, **kw)
     if grad == "autodiff":
-        return jax.value_and_grad(loss)(params, x, y, spec, **kw)
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, x, y, spec, **kw)
+        return value, grads, stats
     raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
 
 
 def gradients(spec: MLPSpec, grad: str, mesh=None, form: str = "shard_map"):
-    """``(params, x, y, hyper, key) -> (loss, grads)`` in training mode: on one device, or
-    data parallel over ``mesh``'s ``data`` axis in one of :data:`FORMS` (module docstring).
-    """
+    """``(params, stats, x, y, hyper, key) -> (loss, grads, stats)`` in training mode: on
+    one device, or data parallel over ``mesh``'s ``data`` axis in one of :data:`FORMS`
+    (module docstring)."""
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
 
-    def local(params, x, y, hyper, key):
-        return value_and_grads(spec, grad, params, x, y, hyper=hyper, key=key)
+    def local(params, stats, x, y, hyper, key):
+        return value_and_grads(spec, grad, params, x, y, hyper=hyper, key=key, stats=stats)
 
     if mesh is None:
         return local
     if form == "gspmd":
         batch = NamedSharding(mesh, P("data"))
 
-        def partitioned(params, x, y, hyper, key):
+        def partitioned(params, stats, x, y, hyper, key):
             constrain = jax.lax.with_sharding_constraint
-            return local(params, constrain(x, batch), constrain(y, batch), hyper, key)
+            return local(params, stats, constrain(x, batch), constrain(y, batch), hyper, key)
 
         return partitioned
     if form == "shard_map":
-        def per_shard(params, x, y, hyper, key):
+        def per_shard(params, stats, x, y, hyper, key):
             if key is not None:  # each shard draws its own masks
                 key = jax.random.fold_in(key, jax.lax.axis_index("data"))
             # Replicated params used with sharded data become "varying" implicitly, and
@@ -112,12 +126,13 @@ def gradients(spec: MLPSpec, grad: str, mesh=None, form: str = "shard_map"):
             # summed over the shards. Cast them here, outside the differentiated function,
             # so both gradient sources give this shard's own gradients.
             params = jax.tree.map(lambda a: jax.lax.pcast(a, "data", to="varying"), params)
-            value, grads = local(params, x, y, hyper, key)
+            value, grads, stats = local(params, stats, x, y, hyper, key)
             # equal shards: the mean of the shard means is the global mean
-            return jax.lax.pmean(value, "data"), jax.lax.pmean(grads, "data")
+            return jax.lax.pmean((value, grads, stats), "data")
 
-        return jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data"), P("data"), P(), P()),
-                             out_specs=(P(), P()))
+        return jax.shard_map(per_shard, mesh=mesh,
+                             in_specs=(P(), P(), P("data"), P("data"), P(), P()),
+                             out_specs=(P(), P(), P()))
     raise ValueError(f"form must be one of {FORMS}; got {form!r}")
 
 
@@ -130,9 +145,11 @@ def train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str, stat
     sweep over them compiles once. ``mesh``, ``form``: data parallel (:func:`gradients`).
     """
     key, sub = jax.random.split(state.key) if spec.stochastic else (state.key, None)
-    value, grads = gradients(spec, grad, mesh, form)(state.params, x, y, hyper, sub)
+    value, grads, stats = gradients(spec, grad, mesh, form)(state.params, state.stats, x, y,
+                                                            hyper, sub)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key), value
+    return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key,
+                      stats), value
 
 
 def _jit(fn, mesh):
@@ -146,6 +163,23 @@ def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str 
     over ``mesh`` (params replicated, the batch split along ``data``) when given."""
     gradients(spec, grad, mesh, form)  # checks grad and form
     return _jit(partial(train_step, spec, optimizer, grad, mesh=mesh, form=form), mesh)
+
+
+def check_batchnorm_batches(num_examples: int, batch_size: int, mesh=None) -> None:
+    """Batch norm's training mode needs 2 or more examples in every minibatch it normalizes
+    (each shard's, under ``shard_map`` over ``mesh``): one example has variance 0."""
+    shards = 1 if mesh is None else mesh.shape["data"]
+    bs = min(batch_size, num_examples)
+    smallest = min(bs, num_examples % bs or bs) // shards
+    if smallest < 2:
+        rest = num_examples % bs
+        which = (f"the last minibatch of each epoch ({num_examples} % {bs} = {rest} examples"
+                 if rest and rest < bs else f"a minibatch of {bs} examples")
+        per = f", {smallest} per device under shard_map)" if shards > 1 else ")"
+        raise ValueError(f"batch norm normalizes each minibatch by its own statistics, and "
+                         f"{which}{per} is a batch of {smallest}, whose variance is 0: choose "
+                         "a batch size that leaves every minibatch 2 or more examples"
+                         + (" per device" if shards > 1 else ""))
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -210,29 +244,31 @@ EVAL_CHUNK = 1 << 14  # examples per compiled evaluation call: bounds its activa
 
 
 @partial(jax.jit, static_argnames="spec")
-def _evaluate(params, X, Y, spec, hyper):
-    scores = forward(params, X, spec)
-    value = loss(params, X, Y, spec, hyper=hyper)
+def _evaluate(params, stats, X, Y, spec, hyper):
+    scores = forward(params, X, spec, stats=stats)
+    value = loss(params, X, Y, spec, hyper=hyper, stats=stats)
     pred = predict(scores, spec)
     correct = jnp.nan if pred is None else jnp.sum(pred == Y)  # a count: exact
     return value, correct
 
 
-def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None) -> tuple[float, float]:
-    """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout); the loss
+def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None,
+             stats: tuple | None = None) -> tuple[float, float]:
+    """``(loss, accuracy)`` on a whole split, in evaluation mode (no dropout; batch norm by
+    its running statistics ``stats``); the loss
     includes ``hyper.reg``'s penalty. Accuracy is NaN for the squared loss (no classes).
     A split larger than ``EVAL_CHUNK`` is evaluated a chunk at a time (the chunks'
     means weighted by their sizes), so memory stays bounded."""
     hyper = hyper_arrays(spec, params, hyper)
     n = len(X)
     if n <= EVAL_CHUNK:
-        value, correct = _evaluate(params, jnp.asarray(X), jnp.asarray(Y), spec, hyper)
+        value, correct = _evaluate(params, stats, jnp.asarray(X), jnp.asarray(Y), spec, hyper)
         return float(value), float(correct) / n
     data_only = hyper._replace(reg=jnp.zeros_like(hyper.reg))
     total = correct = 0.0
     for i in range(0, n, EVAL_CHUNK):
         Xc, Yc = jnp.asarray(X[i:i + EVAL_CHUNK]), jnp.asarray(Y[i:i + EVAL_CHUNK])
-        value, right = _evaluate(params, Xc, Yc, spec, data_only)
+        value, right = _evaluate(params, stats, Xc, Yc, spec, data_only)
         total += float(value) * len(Xc)
         correct += float(right)
     return total / n + float(l2_penalty(params, hyper.reg)), correct / n
@@ -248,6 +284,7 @@ class FitResult:
     history: list[dict]  # one row per evaluation
     best_params: tuple  # best on validation (the final params when there is no val split)
     best_val_acc: float | None
+    best_stats: tuple = ()  # the running statistics that go with best_params (batch norm)
 
 
 def _progress_bar(enabled: bool | None, total: int, desc: str):
@@ -323,7 +360,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     Xtr_eval = X if train_eval_size is None else X[:train_eval_size]
     Ytr_eval = Y if train_eval_size is None else Y[:train_eval_size]
 
-    history, best_params, best_val = [], None, None
+    if spec.batchnorm:
+        check_batchnorm_batches(X.shape[0], batch_size, mesh if form == "shard_map" else None)
+    history, best_params, best_val, best_stats = [], None, None, None
     if state is None:
         if key is None:
             raise TypeError("fit needs key=jax.random.key(seed) (or state=...)")
@@ -332,7 +371,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
         loaded = ckpt.load(checkpoint_path, spec=spec, template=state)
         state, history = loaded.state, loaded.history
         best_params, best_val = loaded.best_params, loaded.best_val_acc
-    best_params = state.params if best_params is None else best_params
+        best_stats = loaded.best_stats
+    if best_params is None:
+        best_params, best_stats = state.params, state.stats
     # The data is concrete here: check it once, before any training (label range and
     # count, shapes, NaN/inf), rather than let a bad label train silently or diverge.
     for split in ("train", "val"):
@@ -383,12 +424,13 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
             state = new_placed if mesh is None else parallel.host_state(new_placed)
             epoch += n
             row = dict(epoch=epoch, step=int(state.step), train_loss=float(losses.mean()))
-            row["train_acc"] = evaluate(state.params, Xtr_eval, Ytr_eval, spec, hyper)[1]
+            row["train_acc"] = evaluate(state.params, Xtr_eval, Ytr_eval, spec, hyper,
+                                        state.stats)[1]
             if has_val:
                 row["val_loss"], row["val_acc"] = evaluate(state.params, data.X_val,
-                                                           data.y_val, spec, hyper)
+                                                           data.y_val, spec, hyper, state.stats)
             if not has_val or best_val is None or row["val_acc"] > best_val:
-                best_val, best_params = row.get("val_acc"), state.params
+                best_val, best_params, best_stats = row.get("val_acc"), state.params, state.stats
             lr = _learning_rate(optimizer, state)
             if lr is not None:
                 row["lr"] = lr
@@ -398,7 +440,8 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                 cb(state, row)
             if checkpoint_path and writer:
                 ckpt.save(checkpoint_path, state, spec=spec, history=history,
-                          best_params=best_params, best_val_acc=best_val, meta=meta,
+                          best_params=best_params, best_stats=best_stats,
+                          best_val_acc=best_val, meta=meta,
                           preprocessing=getattr(data, "preprocessing", None))
             if bar is not None:
                 bar.update(n)
@@ -407,7 +450,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(state, history, best_params, best_val)
+    return FitResult(state, history, best_params, best_val, best_stats)
 
 
 def _learning_rate(optimizer, state) -> float | None:

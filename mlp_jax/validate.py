@@ -26,10 +26,11 @@ def param_shapes(spec: MLPSpec) -> tuple[dict[str, tuple[int, ...]], ...]:
     shapes = []
     for layer, (fan_in, fan_out) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
         pieces = (spec.maxout_k,) if spec.is_maxout and layer < spec.num_layers - 1 else ()
+        hidden = layer < spec.num_layers - 1
         leaf = {"W": pieces + (fan_out, fan_in)}
-        if spec.bias:
+        if spec.bias and not (hidden and spec.batchnorm):  # the batch mean would cancel b
             leaf["b"] = pieces + (fan_out,)
-        if spec.norm is not None and layer < spec.num_layers - 1:
+        if spec.norm is not None and hidden:
             leaf["gamma"] = leaf["beta"] = (fan_out,)
         shapes.append(leaf)
     return tuple(shapes)
@@ -59,6 +60,24 @@ def check_params(params, spec: MLPSpec) -> None:
                     f"params layer {layer} {name}{layer} has shape {got}, but the spec "
                     f"(sizes={spec.sizes}, activation={spec.activation_name!r}) needs {shape}"
                 )
+
+
+def check_stats(stats, spec: MLPSpec) -> None:
+    """Batch norm in evaluation mode needs its running statistics, one ``{"mean", "var"}``
+    of shape ``(out,)`` per hidden layer."""
+    widths = spec.sizes[1:-1]
+    if stats is None:
+        raise ValueError("batch norm in evaluation mode normalizes by the running statistics:"
+                         " pass stats= (TrainState.stats, FitResult.best_stats, "
+                         "Checkpoint.best_stats, or network.init_stats(spec) before training)"
+                         ", or train=True to use the batch's own")
+    ok = isinstance(stats, (tuple, list)) and len(stats) == len(widths) and all(
+        isinstance(s, dict) and set(s) == {"mean", "var"}
+        and all(tuple(np.shape(s[k])) == (h,) for k in s) for s, h in zip(stats, widths))
+    if not ok:
+        raise ValueError(f"stats must be {len(widths)} dicts of 'mean' and 'var' shaped "
+                         f"{[(h,) for h in widths]} (network.init_stats(spec)); got "
+                         f"{jax.tree.map(np.shape, stats)}")
 
 
 def check_x(x, spec: MLPSpec) -> None:

@@ -73,6 +73,37 @@ for form in train.FORMS:
     r = train.fit(dspec, ds, opt, epochs=3, batch_size=64, key=jax.random.key(2), mesh=mesh,
                   form=form, progress=False)
     out["fit_dropout_" + form] = maxdiff(one.state.params, r.state.params)
+# Batch norm over the mesh: gspmd normalizes by the global batch's statistics (the one-device
+# run); shard_map by each shard's own (a reference on one device: backprop on each eighth of
+# the batch, gradients and updated statistics averaged), its running statistics the mean.
+bspec = mj.MLPSpec((64, 32, 32, 10), norm="batchnorm")
+bopt = optim.momentum(0.05)
+single = train.make_train_step(bspec, bopt)
+ref_one = ref_shards = train.init_state(jax.random.key(3), bspec, bopt)
+placed = {form: parallel.replicate(ref_one, mesh) for form in train.FORMS}
+steps = {form: train.make_train_step(bspec, bopt, mesh=mesh, form=form) for form in train.FORMS}
+for i in range(20):
+    xb, yb = x[(i * 64) % 256:][:64], y[(i * 64) % 256:][:64]
+    ref_one, _ = single(ref_one, xb, yb)
+    parts = [mj.backprop(ref_shards.params, xb[8 * k:8 * k + 8],
+                         yb[8 * k:8 * k + 8], bspec, train=True, stats=ref_shards.stats)
+             for k in range(8)]
+    grads, stats = jax.tree.map(lambda *a: sum(a) / 8, *[(g, s) for _, g, s in parts])
+    updates, opt_state = bopt.update(grads, ref_shards.opt_state, ref_shards.params)
+    ref_shards = ref_shards._replace(params=optim.apply_updates(ref_shards.params, updates),
+                                     opt_state=opt_state, step=ref_shards.step + 1, stats=stats)
+    for form in train.FORMS:
+        placed[form], _ = steps[form](placed[form], jax.device_put(xb, batch),
+                                      jax.device_put(yb, batch))
+out["bn_gspmd"] = maxdiff((ref_one.params, ref_one.stats), (placed["gspmd"].params,
+                                                              placed["gspmd"].stats))
+out["bn_shard_map"] = maxdiff((ref_shards.params, ref_shards.stats),
+                              (placed["shard_map"].params, placed["shard_map"].stats))
+out["bn_forms_differ"] = maxdiff(placed["gspmd"].params, placed["shard_map"].params)
+try:
+    train.fit(bspec, ds, bopt, epochs=1, batch_size=8, key=jax.random.key(0), mesh=mesh)
+except ValueError as e:
+    out["bn_per_device_error"] = str(e)
 # A sweep sharded over a config axis of 8 devices (12 configs: padded to 16) == on one.
 sspec = mj.MLPSpec((2, 16, 3), dropout=0.1)
 sds = data.spiral(points_per_class=20)

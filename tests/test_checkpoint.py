@@ -79,15 +79,17 @@ def _cli_train(out, *extra, quiet=True):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
-    """A real process, killed with SIGKILL twice mid-run, resumed each time."""
-    ref = subprocess.run(_cli_train(tmp_path / "ref"), capture_output=True, text=True,
+    """A real process, killed with SIGKILL twice mid-run, resumed each time; with batch
+    norm, so its running statistics (final and best) are in what must come back bitwise."""
+    bn = ("--norm", "batchnorm")
+    ref = subprocess.run(_cli_train(tmp_path / "ref", *bn), capture_output=True, text=True,
                          timeout=240)
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     ckpt = out / "checkpoint.npz"
     rng = np.random.default_rng(0)
     for attempt in range(2):
-        proc = subprocess.Popen(_cli_train(out, *(["--resume"] if attempt else [])),
+        proc = subprocess.Popen(_cli_train(out, *bn, *(["--resume"] if attempt else [])),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         start_step = checkpoint.load_params(str(ckpt)).history[-1]["epoch"] if attempt else 0
@@ -103,12 +105,14 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = subprocess.run(_cli_train(out, "--resume"), capture_output=True, text=True,
+    done = subprocess.run(_cli_train(out, *bn, "--resume"), capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stderr
-    a = checkpoint.load_params(str(tmp_path / "ref" / "checkpoint.npz"), best=False)
-    b = checkpoint.load_params(str(ckpt), best=False)
-    assert tree_equal(a.state, b.state)
+    for best in (False, True):
+        a = checkpoint.load_params(str(tmp_path / "ref" / "checkpoint.npz"), best=best)
+        b = checkpoint.load_params(str(ckpt), best=best)
+        assert tree_equal(a.state, b.state) and tree_equal(a.best_stats, b.best_stats)
+        assert len(a.best_stats) == 1
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 120  # nothing lost, nothing doubled

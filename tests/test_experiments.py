@@ -55,6 +55,15 @@ def test_dead_relu():
     assert all(d in (0.0, None) for d in r["leaky_relu (pixels in [0, 1])"]["dead_fraction"])
 
 
+def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net():
+    """Two epochs of SGD: the 8-layer sigmoid net stays at chance without a norm, and well
+    above it with batch norm (evaluated by its running statistics)."""
+    r = run_quick("normalization")
+    sat = r["saturation"]
+    assert sat["none"]["mean"] < 0.2 and sat["batchnorm"]["mean"] > 0.5
+    assert set(r["depth"]["digits"]["4"]) == {"sizes", "none", "batchnorm", "layernorm"}
+
+
 @pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline", "own_data"])
 def test_runs(name):
     run_quick(name)

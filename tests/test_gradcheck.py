@@ -20,31 +20,34 @@ from mlp_jax.gradmatrix import kink_problem, matrix_spec
 
 @pytest.mark.slow
 def test_matrix_cli_every_cell_passes(tmp_path):
-    """`mlp-jax gradcheck` over every activation x loss x depth 1-4 x reg x dropout."""
+    """`mlp-jax gradcheck` over every activation x loss x depth 1-4 x reg x dropout, and
+    both norms."""
     out = tmp_path / "cells.json"
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--quiet",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = json.loads(out.read_text())
-    assert len(cells) == 10 * 5 * 4 * 2 * 2 + 9 * 5 * 3  # + layer norm (not maxout)
-    assert {c["norm"] for c in cells} == {None, "layernorm"}
+    assert len(cells) == 10 * 5 * 4 * 2 * 2 + 2 * 9 * 5 * 3  # + the two norms (not maxout)
+    assert {c["norm"] for c in cells} == {None, "layernorm", "batchnorm"}
     assert all(c["passed"] for c in cells)
     assert max(c["used"] for c in cells) <= 1.0
     assert max(c["absolute_used_autodiff"] for c in cells) <= 1.0
     assert max(c["absolute_used_fd"] for c in cells) <= 1.0
     assert sum(c["kink_entries"] for c in cells) > 0  # the kinks were really visited
-    assert "935 cells, 0 failed" in proc.stdout
+    assert "1070 cells, 0 failed" in proc.stdout
     assert "rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute" in proc.stdout
 
 
 @pytest.mark.parametrize("act,norm", [("relu", None), ("leaky_relu", None), ("elu", None),
-                                      ("maxout", None), ("relu", "layernorm")])
+                                      ("maxout", None), ("relu", "layernorm"),
+                                      ("relu", "batchnorm")])
 def test_kink_problem_sits_exactly_on_kinks(act, norm, x64):
     """The matrix's row 0 must be exactly on the kinks, or the kink claim is hollow (with a
-    norm: a row of zeros normalizes to beta = 0, a constant row staying finite)."""
+    norm: beta puts row 0's normalized values at 0; batch norm in training mode, as the
+    matrix checks it)."""
     spec = matrix_spec(act, "svm", 3, 0.0, 0.0, norm)
     params, x, y = kink_problem(spec, seed=0)
-    scores, cache = mj.network.forward_with_cache(params, x, spec)
+    scores, cache = mj.network.forward_with_cache(params, x, spec, train=True)
     for entry in cache[:-1]:
         assert np.all(np.asarray(entry["z"])[0] == 0.0)  # every hidden pre-activation, row 0
     s = np.asarray(scores)[0]
@@ -151,6 +154,7 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
     assert {c["depth"] for c in cells} == set(range(1, 7))
     assert {c["loss"] for c in cells} == set(mj.LOSS_NAMES)
     assert len({c["activation"] for c in cells}) == 8
+    assert {c["norm"] for c in cells} == {None, "batchnorm", "layernorm"}
     assert sum(c["on_kinks"] for c in cells) == 30 and sum(c["kink_entries"] for c in cells)
     assert "50 problems, 0 false alarms" in proc.stdout
 

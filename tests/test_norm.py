@@ -112,8 +112,8 @@ def test_layer_norm_net_hand_backprop_passes_the_gradient_check(act, loss_name):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(norm="batchnorm"), r"unknown norm 'batchnorm'; expected None or one of layernorm "
-                             r"\(batch norm's running statistics are not in this version\)$"),
+    (dict(norm="group"), r"unknown norm 'group'; expected None or one of batchnorm, "
+                         r"layernorm$"),
     (dict(norm="layernorm", activation="maxout"), "with maxout is not supported"),
     (dict(norm="layernorm", norm_eps=0.0), "norm_eps must be > 0"),
 ])

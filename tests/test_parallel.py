@@ -45,6 +45,17 @@ def test_fit_over_the_mesh_with_dropout(eight_devices):
     assert eight_devices["fit_dropout_shard_map"] > 1e-3, eight_devices
 
 
+def test_batch_norm_statistics_global_under_gspmd_per_shard_under_shard_map(eight_devices):
+    """20 steps over 8 devices: gspmd is the one-device run (global batch statistics),
+    shard_map is a one-device reference that normalizes each eighth of the batch alone and
+    averages gradients and updated running statistics; the two forms really differ."""
+    assert eight_devices["bn_gspmd"] <= F32, eight_devices
+    assert eight_devices["bn_shard_map"] <= F32, eight_devices
+    assert eight_devices["bn_forms_differ"] > 1e-3, eight_devices
+    assert "a minibatch of 8 examples, 1 per device under shard_map) is a batch of 1" in \
+        eight_devices["bn_per_device_error"]
+
+
 def test_sweep_sharded_over_a_config_axis(eight_devices):
     """12 configs over 8 devices (padded to 16, padding dropped), each device mapping or
     vmapping its share == the whole sweep on one device."""

@@ -4,12 +4,14 @@ in an empty directory (the training block writes runs/x there)."""
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+# a block inside a list item is indented with it
+BLOCKS = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)]
 
 
 def test_the_readme_has_the_blocks_we_mean_to_run():
