@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
 from experiments.common import quick_mode, rss_peak, write_json  # noqa: E402
 from mlp_jax import data, optim, parallel, sweep, train  # noqa: E402
+from mlp_jax.spec import NORMS  # noqa: E402
 
 # One host device per core, so the sweep can shard configurations over the cores (before
 # JAX's first operation). The single-device measurements run on device 0.
@@ -128,19 +129,31 @@ yb = rng.integers(0, C, BATCH)
 spec = mj.MLPSpec((D, H, C), reg=REG)
 opt = optim.sgd(LR)
 temp_bytes = {}
-for grad in ("backprop", "autodiff"):
+
+
+def timed_step(spec, grad):
+    """One compiled training step on the CIFAR-shaped batch, as a no-argument function
+    (its state carried from call to call), and its XLA temporary bytes."""
     step = train.make_train_step(spec, opt, grad)
     state = train.init_state(jax.random.key(0), spec, opt)
     x, y, hyper = jnp.asarray(Xb), jnp.asarray(yb), spec.hyper(jnp.float32)
     box = [state]
 
-    def run_step(step=step, box=box, x=x, y=y, hyper=hyper):
+    def run_step():
         box[0], loss = step(box[0], x, y, hyper)
         block(loss)
 
-    fns[grad] = run_step
     mem = step.lower(state, x, y, hyper).compile().memory_analysis()
-    temp_bytes[grad] = getattr(mem, "temp_size_in_bytes", None)
+    return run_step, getattr(mem, "temp_size_in_bytes", None)
+
+
+for grad in ("backprop", "autodiff"):
+    fns[grad], temp_bytes[grad] = timed_step(spec, grad)
+# The same step with a norm between the hidden affine map and the ReLU (hand backprop):
+# batch norm (batch statistics, running averages updated) and layer norm.
+for norm in NORMS:
+    fns[norm], temp_bytes[norm] = timed_step(mj.MLPSpec((D, H, C), reg=REG, norm=norm),
+                                             "backprop")
 
 
 def numpy_two_layer_step(X, y, p, reg, lr):
@@ -211,10 +224,12 @@ med = interleaved_medians(fns, rounds=REPEATS)
 gemm_flops = 2 * GEMM_N**3 / med["gemm"]
 results["gemm_gflops"] = gemm_flops / 1e9
 print(f"\nGEMM {GEMM_N}^3 float32: {gemm_flops / 1e9:.0f} GFLOP/s (the roofline)")
-step_res = {name: {"ms": med[name] * 1e3} for name in ("backprop", "autodiff", "numpy",
-                                                        "torch_eager") if name in med}
+step_res = {name: {"ms": med[name] * 1e3} for name in ("backprop", "autodiff", *NORMS,
+                                                        "numpy", "torch_eager") if name in med}
 for grad in ("backprop", "autodiff"):
     step_res[grad].update(gflops=step_flops / med[grad] / 1e9, temp_bytes=temp_bytes[grad])
+for norm in NORMS:
+    step_res[norm]["temp_bytes"] = temp_bytes[norm]
 roof_ms = step_flops / gemm_flops * 1e3
 step_res["roofline"] = {"ms": roof_ms}
 shape_ms = med["product_shapes"] / reps * 1e3
@@ -231,6 +246,8 @@ for name, r in step_res.items():
 print(f"  mlp_jax backprop at {roof_ms / base:.0%} of the GEMM roofline, "
       f"{shape_ms / base:.0%} of its two big products' own speed (product_shapes); "
       f"backprop/autodiff time {base / step_res['autodiff']['ms']:.2f}")
+print("  a step with a norm / the plain step (goal <= 1.3): "
+      + ", ".join(f"{norm} {step_res[norm]['ms'] / base:.2f}" for norm in NORMS))
 
 # --- Spiral: 10 000 full-batch steps ----------------------------------------------
 ds = data.spiral()

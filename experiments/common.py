@@ -46,3 +46,18 @@ def write_readme_block(name: str, text: str) -> str:
     with open(path, "w") as f:
         f.write(head + start + "\n" + text.strip() + "\n" + end + rest.split(end, 1)[1])
     return path
+
+
+def param_count(sizes) -> int:
+    """Weights and biases of a plain net of these sizes."""
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def width_for(depth: int, D: int, C: int, budget: int) -> tuple[int, ...]:
+    """One width for every hidden layer of a ``depth``-layer net, its parameter count as
+    close to ``budget`` as possible (``()`` for depth 1, the linear classifier)."""
+    if depth == 1:
+        return ()
+    best = min(range(2, 2000),
+               key=lambda w: abs(param_count((D, *[w] * (depth - 1), C)) - budget))
+    return (best,) * (depth - 1)

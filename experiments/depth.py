@@ -17,7 +17,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
-from experiments.common import figure_path, quick_mode, write_json  # noqa: E402
+from experiments.common import (  # noqa: E402
+    figure_path,
+    param_count,
+    quick_mode,
+    width_for,
+    write_json,
+)
 from mlp_jax import data, optim, train  # noqa: E402
 
 QUICK = quick_mode()
@@ -25,17 +31,6 @@ DEPTHS = [1, 2, 3] if QUICK else [1, 2, 3, 4, 5, 6]
 BUDGET = 20_000  # parameters
 SEEDS = [0] if QUICK else [0, 1]
 EPOCHS = {"digits": 3 if QUICK else 60, "mnist1d": 3 if QUICK else 60}
-
-
-def count(sizes):
-    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-
-
-def width_for(depth, D, C):
-    if depth == 1:
-        return ()
-    best = min(range(2, 2000), key=lambda w: abs(count((D, *[w] * (depth - 1), C)) - BUDGET))
-    return (best,) * (depth - 1)
 
 
 results, loaders = {}, {"digits": data.digits, "mnist1d": data.mnist1d}
@@ -46,7 +41,7 @@ for ds_name, loader in loaders.items():
     D, C = ds.X_train.shape[1], ds.num_classes
     results[ds_name] = {}
     for depth in DEPTHS:
-        sizes = (D, *width_for(depth, D, C), C)
+        sizes = (D, *width_for(depth, D, C, BUDGET), C)
         spec = mj.MLPSpec(sizes, reg=1e-4)
         steps = EPOCHS[ds_name] * train.steps_per_epoch(len(ds.X_train), 64)
         accs = []
@@ -55,9 +50,9 @@ for ds_name, loader in loaders.items():
                           epochs=EPOCHS[ds_name], batch_size=64, key=jax.random.key(seed),
                           eval_every=EPOCHS[ds_name], progress=False)
             accs.append(train.evaluate(r.state.params, ds.X_test, ds.y_test, spec)[1])
-        results[ds_name][depth] = {"sizes": list(sizes), "params": count(sizes),
+        results[ds_name][depth] = {"sizes": list(sizes), "params": param_count(sizes),
                                    "test_acc": accs, "mean": float(np.mean(accs))}
-        print(f"{ds_name:>8} depth {depth}: sizes {sizes} ({count(sizes)} params) test acc "
+        print(f"{ds_name:>8} depth {depth}: sizes {sizes} ({param_count(sizes)} params) test acc "
               f"{np.round(accs, 4).tolist()} mean {np.mean(accs):.4f}")
 print(f"wrote {write_json('depth', results, QUICK)}")
 

@@ -93,8 +93,8 @@ def test_gradcheck_anchors():
 
 def test_report_conclusions_follow_the_numbers(tmp_path):
     """A conclusion is computed from its numbers: edit one JSON by hand and the sentence
-    that depended on it changes (depth, capacity seeds, the SVM objectives, the Results
-    table's digits goal)."""
+    that depended on it changes (depth, capacity seeds, normalization, the SVM objectives,
+    the Results table's digits goal)."""
     import shutil
 
     from experiments import report
@@ -113,7 +113,13 @@ def test_report_conclusions_follow_the_numbers(tmp_path):
     for w in capacity["spread"]:
         capacity["spread"][w]["std"] = 0.05  # no width converges any more
     (results / "capacity.json").write_text(json.dumps(capacity))
+    assert "layer norm beats no norm on 1 of 6" in before
+    norm = json.loads((results / "normalization.json").read_text())
+    for row in norm["depth"]["digits"].values():
+        row["layernorm"]["mean"] = 0.99  # layer norm now wins every digits net
+    (results / "normalization.json").write_text(json.dumps(norm))
     after = report.section(str(results))
+    assert "layer norm beats no norm on 3 of 6" in after
     assert "On digits accuracy is best at the deepest net tried (6 layers, 0.990)" in after
     assert "Diminishing, then negative, returns" not in after
     assert "does not vanish with width" in after and "every seed converges" not in after
