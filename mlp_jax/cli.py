@@ -371,11 +371,8 @@ def _init_from(args, spec, opt):
         raise UsageError(f"--init-from {args.init_from}: its params have shapes "
                          f"{[a.shape for a in jax.tree.leaves(params)]}, this network's are "
                          f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
-                         "--hidden and --activation (maxout's pieces)")
-    if jax.tree.structure(ck.best_stats) != jax.tree.structure(fresh.stats):
-        raise UsageError(f"--init-from {args.init_from}: its network has norm="
-                         f"{ck.spec.norm}, this one {spec.norm}: batch norm's running "
-                         "statistics come with the params or not at all")
+                         "--hidden, --activation (maxout's pieces) and --norm")
+    # the same leaves, so the same norm: batch norm's statistics come with its params
     return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.best_stats)
 
 
