@@ -320,8 +320,9 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
 
 
 def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):
-    """Hand grads, jax.grad and finite differences: one function, to jit or run eagerly."""
-    kw = dict(hyper=hyper, key=key, train=train, stats=None if train else stats)
+    """Hand grads, jax.grad and finite differences: one function, to jit or run eagerly
+    (``stats`` None in training mode: check_grads passes them for evaluation only)."""
+    kw = dict(hyper=hyper, key=key, train=train, stats=stats)
     loss_hand, hand = backprop(params, x, y, spec, **kw)
     loss_ad, auto = jax.value_and_grad(loss)(params, x, y, spec, **kw)
     fd, fd_error, straddles = finite_differences(params, x, y, spec, h=h, entries=entries, **kw)

@@ -114,7 +114,7 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
                          "would be normalized to its beta and nothing would be learned "
                          "from x (for one example, use evaluation mode with the running "
                          "statistics, or layer norm)")
-    if spec.batchnorm and not train:
+    if spec.batchnorm and (not train or stats is not None):  # needed, or given to update
         check_stats(stats, spec)
     dtype = params[0]["W"].dtype
     h = jnp.asarray(x, dtype)  # (N, D)

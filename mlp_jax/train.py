@@ -170,11 +170,11 @@ def check_batchnorm_batches(num_examples: int, batch_size: int, mesh=None) -> No
     (each shard's, under ``shard_map`` over ``mesh``): one example has variance 0."""
     shards = 1 if mesh is None else mesh.shape["data"]
     bs = min(batch_size, num_examples)
-    smallest = min(bs, num_examples % bs or bs) // shards
+    rest = num_examples % bs  # the last, smaller minibatch (0: none)
+    smallest = (rest or bs) // shards
     if smallest < 2:
-        rest = num_examples % bs
         which = (f"the last minibatch of each epoch ({num_examples} % {bs} = {rest} examples"
-                 if rest and rest < bs else f"a minibatch of {bs} examples")
+                 if rest else f"a minibatch of {bs} examples")
         per = f", {smallest} per device under shard_map)" if shards > 1 else ")"
         raise ValueError(f"batch norm normalizes each minibatch by its own statistics, and "
                          f"{which}{per} is a batch of {smallest}, whose variance is 0: choose "

@@ -180,6 +180,9 @@ def test_the_statistics_contract():
     with pytest.raises(ValueError, match=r"stats must be 1 dicts of 'mean' and 'var' shaped "
                                          r"\[\(8,\)\]"):
         mj.loss(params, x, y, spec, stats=({"mean": np.zeros(3), "var": np.ones(3)},))
+    with pytest.raises(ValueError, match="stats must be 1 dicts"):  # checked in training too
+        mj.backprop(params, x, y, spec, train=True, stats=mj.init_stats(
+            mj.MLPSpec((2, 8, 8, 3), norm="batchnorm")))
     stats = mj.init_stats(spec)
     assert len(mj.backprop(params, x, y, spec, train=True, stats=stats)) == 3
     assert len(mj.loss(params, x, y, spec, train=True, stats=stats)) == 2

@@ -117,9 +117,12 @@ def test_report_conclusions_follow_the_numbers(tmp_path):
     norm = json.loads((results / "normalization.json").read_text())
     for row in norm["depth"]["digits"].values():
         row["layernorm"]["mean"] = 0.99  # layer norm now wins every digits net
+    norm["saturation"]["layernorm"]["mean"] = 0.9  # and rescues the sigmoid net
     (results / "normalization.json").write_text(json.dumps(norm))
+    assert "Why layer norm cannot rescue the sigmoid net" in before
     after = report.section(str(results))
     assert "layer norm beats no norm on 3 of 6" in after
+    assert "Why layer norm cannot rescue" not in after and "At init, in the plain" in after
     assert "On digits accuracy is best at the deepest net tried (6 layers, 0.990)" in after
     assert "Diminishing, then negative, returns" not in after
     assert "does not vanish with width" in after and "every seed converges" not in after
