@@ -11,6 +11,7 @@ from . import (
                activations,
                checkpoint,
                data,
+               derivative,
                diagnostics,
                files,
                inference,
@@ -24,6 +25,12 @@ from . import (
 )
 from .activations import ACTIVATION_NAMES, Activation
 from .backprop import backprop, per_example_backprop
+from .derivative import (
+    DerivativeInputError,
+    DerivativeReport,
+    assert_derivative,
+    check_derivative,
+)
 from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
 from .inference import Predictions, predict
 from .losses import LOSS_NAMES, Loss
@@ -33,8 +40,9 @@ from .train import TrainState, evaluate, fit, make_train_step
 from .validate import validate
 
 __all__ = [
-    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "GradCheckReport", "Hyper", "Loss", "MLPSpec",
-    "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data",
+    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "DerivativeInputError", "DerivativeReport",
+    "GradCheckReport", "Hyper", "Loss", "MLPSpec", "assert_derivative", "check_derivative",
+    "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data", "derivative",
     "Predictions", "diagnostics", "evaluate", "files", "finite_differences", "fit", "forward",
     "inference", "init_params", "init_stats", "layers", "loss", "losses", "make_train_step",
     "network",

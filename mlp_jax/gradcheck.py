@@ -82,6 +82,23 @@ def rel_error(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0.0))
 
 
+def _judge(hand, ref, rtol, absolute):
+    """The pass rule entry by entry: ``(used, need, terms, allowance)``; ``used`` is
+    ``|hand - ref|`` over its allowance (inf where nothing is allowed, or NaN), ``need``
+    the share of the absolute terms needed beyond the relative one."""
+    ref = np.broadcast_to(np.asarray(ref, np.float64), hand.shape)
+    terms = {k: np.broadcast_to(v, hand.shape) for k, v in absolute.items()}
+    floor = sum(terms.values()) if terms else np.zeros(hand.shape)
+    terms["rtol"] = rtol * (np.abs(hand) + np.abs(ref))
+    allowance = terms["rtol"] + floor
+    diff = np.abs(hand - ref)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        used = np.where(diff == 0, 0.0, diff / allowance)  # inf where nothing is allowed
+        need = np.where(diff <= terms["rtol"], 0.0, (diff - terms["rtol"]) / floor)
+    used = np.where(np.isnan(diff), np.inf, used)  # a NaN gradient fails, never passes
+    return used, need, terms, allowance
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One leaf, hand-derived vs a reference, judged by the pass rule.
@@ -109,20 +126,24 @@ class Comparison:
     def of(hand: np.ndarray, ref: np.ndarray, rtol: float, absolute: dict,
            include: np.ndarray | None = None) -> Comparison:
         """``absolute`` maps each absolute term's name to its value (scalar or per entry)."""
+        return Comparison.best(hand, [(ref, rtol, absolute)], include)
+
+    @staticmethod
+    def best(hand: np.ndarray, candidates: list, include: np.ndarray | None = None
+             ) -> Comparison:
+        """The rule against several estimates of the same reference, ``(ref, rtol,
+        absolute)`` each: every entry is judged by the one it fits best (finite
+        differences' centred and one-sided estimates, where a kink may spoil some)."""
         include = np.ones(hand.shape, bool) if include is None else include
         if not include.any():
             return Comparison(0.0, 0.0, "-", (), float("nan"), float("nan"), 0, 0.0)
-        terms = {k: np.broadcast_to(v, hand.shape) for k, v in absolute.items()}
-        floor = sum(terms.values())
-        terms["rtol"] = rtol * (np.abs(hand) + np.abs(ref))
-        allowance = terms["rtol"] + floor
-        diff = np.abs(hand - ref)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            used = np.where(diff == 0, 0.0, diff / allowance)  # inf where nothing is allowed
-            need = np.where(diff <= terms["rtol"], 0.0, (diff - terms["rtol"]) / floor)
-        used = np.where(np.isnan(diff), np.inf, used)  # a NaN gradient fails, never passes
+        judged = [_judge(hand, ref, rtol, absolute) for ref, rtol, absolute in candidates]
+        pick = np.argmin(np.stack([u for u, _, _, _ in judged]), axis=0)  # per entry
+        used, need = (np.choose(pick, [j[k] for j in judged]) for k in (0, 1))
+        ref = np.choose(pick, [c[0] for c in candidates])
         used = np.where(include, used, -1.0)
         i = np.unravel_index(int(np.argmax(used)), used.shape)
+        terms = judged[pick[i]][2]
         return Comparison(
             rel_error(hand[include], ref[include]), float(used[i]),
             max(terms, key=lambda k: terms[k][i]) if any(t[i] > 0 for t in terms.values())
