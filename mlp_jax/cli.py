@@ -12,9 +12,71 @@ import time
 import numpy as np
 
 
+def _load_function(where: str):
+    """``module:name`` or ``path/to/file.py:name`` -> the function."""
+    import importlib
+    import importlib.util
+
+    module, _, name = where.rpartition(":")
+    if not module or not name:
+        raise UsageError(f"--function {where}: expected MODULE:NAME or FILE.py:NAME")
+    try:
+        if module.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(
+                os.path.splitext(os.path.basename(module))[0], module)
+            if spec is None or not os.path.isfile(module):
+                raise ImportError(f"no file {module}")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            sys.path.insert(0, os.getcwd())
+            mod = importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 (the user's module failed to import: say so)
+        raise UsageError(f"--function {where}: cannot import {module}: "
+                         f"{type(e).__name__}: {e}") from None
+    if not hasattr(mod, name):
+        raise UsageError(f"--function {where}: {module} has no {name}")
+    return getattr(mod, name)
+
+
+def _check_function(args) -> int:
+    """``gradcheck --function``: a user's function on random inputs of the given shapes."""
+    import jax
+    import numpy as np
+
+    from .derivative import DerivativeInputError, check_derivative
+
+    if not args.shapes:
+        raise UsageError("--function needs --shapes: one shape per argument, e.g. 8,3 3")
+    f = _load_function(args.function)
+    results = []
+    for draw in range(args.draws):
+        rng = np.random.default_rng((args.seed, draw))
+        inputs = [args.scale * rng.normal(size=shape) for shape in args.shapes]
+        with jax.enable_x64(True):
+            inputs = [jax.numpy.asarray(a, args.dtype) for a in inputs]
+            try:
+                report = check_derivative(f, *inputs, seed=draw, name=args.function)
+            except DerivativeInputError as e:
+                raise UsageError(f"--function {args.function}: {e}") from None
+        results.append(report)
+        print(f"draw {draw}: {'PASS' if report.passed else 'FAIL'}, worst share of the "
+              f"allowance {report.used:.2g}, {report.kinks} entries on a kink", flush=True)
+    worst = max(results, key=lambda r: (not r.passed, r.used))
+    print(f"\nthe {'first failing' if not worst.passed else 'closest'} draw:\n{worst}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results)} draws at {args.dtype}, {failed} failed")
+    return 1 if failed else 0
+
+
 def _gradcheck(args) -> int:
     from . import gradcheck as gc
     from .gradmatrix import MATRIX_DEPTHS, check_matrix, random_sweep
+
+    if args.function:
+        return _check_function(args)
+    if args.shapes or args.dtype != "float64":
+        raise UsageError("--shapes and --dtype go with --function")
 
     if args.json:  # fail now, not after the whole run
         folder = os.path.dirname(os.path.abspath(args.json))
@@ -92,6 +154,18 @@ def _gradcheck(args) -> int:
           f"worst share of the allowance used {max(r['used'] for r in results):.2g}; "
           f"{time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    if text == "scalar":
+        return ()
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r}: expected sizes like 8,3") from None
+    if any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(f"shape {text!r}: sizes must be positive")
+    return shape
 
 
 class UsageError(Exception):
@@ -801,9 +875,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "count false alarms")
     g.add_argument("--seed", type=_seed, default=0, help="seed of the random configurations")
     g.add_argument("--draws", type=_positive(int), default=4,
-                   help="random problems per configuration (one compile serves them)")
+                   help="random problems per configuration (one compile serves them); with "
+                        "--function, random draws of the inputs")
     g.add_argument("--json", metavar="FILE", help="also write every cell's result to FILE")
     g.add_argument("--quiet", action="store_true", help="no progress counter")
+    u = g.add_argument_group("a function of your own (instead of the matrix)")
+    u.add_argument("--function", metavar="MODULE:NAME",
+                   help="check the derivative JAX uses for this function (its custom_vjp or "
+                        "custom_jvp rule, or its parts') on random inputs; FILE.py:NAME works "
+                        "too")
+    u.add_argument("--shapes", type=_shape, nargs="+", metavar="SHAPE",
+                   help="one shape per argument, e.g. 8,3 3 (a scalar: scalar)")
+    u.add_argument("--dtype", choices=("float64", "float32", "float16", "bfloat16"),
+                   default="float64", help="precision of the inputs")
+    u.add_argument("--scale", type=_positive(float), default=1.0,
+                   help="standard deviation of the random inputs")
     g.set_defaults(func=_gradcheck)
 
     from .activations import ACTIVATION_NAMES
@@ -966,18 +1052,12 @@ def _supervise(argv: list[str], args) -> int:
     import signal
     import subprocess
 
-    def die_with_parent():  # the worker ends with its supervisor, however that ends
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    from .lifetime import die_with_parent
 
     env = dict(os.environ, MLP_JAX_WORKER="1")
     proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", *argv], env=env,
                             stderr=subprocess.PIPE, text=True, bufsize=1,
-                            preexec_fn=die_with_parent if sys.platform == "linux" else None)
+                            preexec_fn=die_with_parent)  # it ends with its supervisor
     fatal, in_fatal = [], False
     for line in proc.stderr:
         if re.match(r"\s*@\s+0x", line) or "Check failure stack trace" in line:

@@ -28,6 +28,7 @@ truncation (the Richardson estimate).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ FD_TRUNC = 4.0  # times each estimate's Richardson error
 FULL_LIMIT = 2**16  # Jacobian entries; above it, random projections
 FD_ALL = 4096  # input entries; above it, a sample of FD_SAMPLE per leaf
 FD_SAMPLE = 64
+FD_CHUNK = 64  # probes per compiled chunk of the stencil (fewer where memory says so)
 STENCIL = np.array([-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
 # Each estimate at h and at 2h (weights on STENCIL, divided by h) and its order's
 # Richardson divisor: centred 4-point O(h^4) -> 15; one-sided 3-point O(h^2) -> 3.
@@ -60,6 +62,14 @@ ESTIMATES = {
 
 class DerivativeInputError(ValueError):
     """``check_derivative`` cannot check what it was given: the message says why."""
+
+
+def _first_line(e: Exception) -> str:
+    """An exception in one line: its first line, and its last where they differ."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()
+             and not set(line.strip()) <= set("-")]
+    text = " ".join(dict.fromkeys(lines[:1] + lines[-1:]))
+    return f"{type(e).__name__}: {text}"
 
 
 def _eps(dtype) -> float:
@@ -76,7 +86,7 @@ class Block:
 
     output: str
     input: str
-    shape: tuple[int, ...]  # (cotangents, *input leaf shape)
+    shape: tuple[int, ...]  # (*output leaf shape, *input leaf shape); projections: (K, *input)
     autodiff: Comparison
     fd: Comparison
     kinks: int  # finite-difference entries on a kink (judged one-sided)
@@ -123,8 +133,7 @@ class DerivativeReport:
                  f"reference: {self.reference}; {self.mode}",
                  f"{'output':<10}{'input':<10}{'vs autodiff':^19}{'vs finite diff':^19}"
                  f"{'kink':>5}  worst entry (rule vs reference)",
-                 f"{'':<20}{'rel err':>8} {'used':>6} {'by':<4}{'rel err':>8} {'used':>6} "
-                 f"{'by':<4}"]
+                 f"{'':<20}{'rel err':>8} {'used':>6} {'by':<4}{'rel err':>8} {'used':>6} by"]
         for b in self.blocks:
             ad, fd = b.autodiff, b.fd
             worst, tag = (fd, "fd") if fd.used > ad.used else (ad, "ad")
@@ -202,6 +211,9 @@ class _Problem:
                 f"f cannot be traced by JAX ({type(e).__name__}): it must compute with "
                 "jax.numpy on its inputs, with no Python branching on their values "
                 "(use jnp.where or lax.cond)") from None
+        except Exception as e:  # noqa: BLE001 (the user's function failed: say where)
+            raise DerivativeInputError(f"f failed on inputs of shapes {self.shapes()}: "
+                                       f"{_first_line(e)}") from None
         for name, leaf in zip(_leaf_names(out, "out"), jax.tree.leaves(out)):
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise DerivativeInputError(f"output {name} has dtype {leaf.dtype}: only "
@@ -214,6 +226,9 @@ class _Problem:
         _, self.unravel_out = ravel_pytree(jax.tree.map(
             lambda s: jnp.zeros(s.shape, s.dtype), out))
         self.dtype = min((self.dtype, self.out_dtype), key=lambda d: -_eps(d))
+
+    def shapes(self) -> str:
+        return ", ".join(f"{n} {s}" for n, s in self.in_leaves)
 
     def call_args(self, diff) -> list:
         """Every argument, the differentiable ones taken from ``diff``."""
@@ -270,12 +285,14 @@ def _rule(prob: _Problem, f, vjp, jvp, dtype):
             _, out = jvp(tuple(prob.call_args(primals)),
                          tuple(_cast(prob.unravel(t), dtype)))
             return ravel_pytree(_cast(out, dtype))[0]
-        try:
-            transpose = jax.linear_transpose(forward, x)
-        except Exception as e:  # noqa: BLE001 (any failure: the rule is not linear in t)
-            raise DerivativeInputError(f"jvp's tangent output is not linear in the input "
-                                       f"tangents, so it is no derivative: {e}") from None
-        return (lambda u: transpose(u)[0]), forward
+        def reverse(u):  # JAX transposes a custom_jvp rule the same way
+            try:
+                return jax.linear_transpose(forward, x)(u)[0]
+            except (NotImplementedError, TypeError, ValueError) as e:
+                raise DerivativeInputError(
+                    "jvp's tangent output is not linear in the input tangents, so it is no "
+                    f"derivative ({_first_line(e)})") from None
+        return reverse, forward
     g = prob.flat(f, dtype)
     _, pullback = jax.vjp(g, x)
     try:
@@ -305,8 +322,9 @@ def _autodiff(prob: _Problem, P, U, dtype, full: bool):
 
 def _stencil_values(g64, x, U, probes, steps):
     """phi_k(t) = <u_k, f(x + t probe)> at the stencil: (len(probes), 7, K).
-    ``probes`` are flat indices (ints) or direction vectors; one chunk of probes at a time
-    through one compiled function looped over by ``lax.map``: memory linear in n."""
+    ``probes`` are flat indices (ints) or direction vectors. Chunks of probes go one at a
+    time through the same eagerly run ops (memory linear in n; JAX caches each op by
+    shape, so a second check of the same shapes compiles nothing)."""
     U = jnp.asarray(U, jnp.float64)
     offsets = jnp.asarray(STENCIL, jnp.float64)
 
@@ -317,14 +335,14 @@ def _stencil_values(g64, x, U, probes, steps):
             points = x + (offsets * step)[:, None] * probe
         return jax.vmap(g64)(points) @ U.T  # (7, K)
 
-    per = max(1, int(FD_CHUNK_BYTES // (7 * x.size * 8)))
     n = len(probes)
-    pad = -n % per
+    per = max(1, min(n, FD_CHUNK, int(FD_CHUNK_BYTES // (7 * x.size * 8))))
+    pad = -n % per  # one chunk shape for every chunk
     probes = jnp.concatenate([probes, jnp.repeat(probes[:1], pad, axis=0)])
     steps = jnp.concatenate([steps, jnp.repeat(steps[:1], pad)])
-    chunks = (probes.reshape(-1, per, *probes.shape[1:]), steps.reshape(-1, per))
-    out = jax.lax.map(lambda c: jax.vmap(one)(*c), chunks)
-    return np.asarray(out, np.float64).reshape(-1, 7, U.shape[0])[:n]
+    out = [np.asarray(jax.vmap(one)(probes[i:i + per], steps[i:i + per]), np.float64)
+           for i in range(0, n + pad, per)]
+    return np.concatenate(out)[:n]
 
 
 def _estimates(phi, steps, dphi):
@@ -438,10 +456,15 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     V = rng.normal(size=(directions, n))
     V = np.asarray(jnp.asarray(V / np.abs(V).max(axis=1, keepdims=True), d), np.float64)
     P, ref_name = _rule_free(f, vjp, jvp, reference)
-    reverse, forward = _rule(prob, f, vjp, jvp, d)
-    if vjp is not None:  # structure errors first, named by leaf, outside any vmap
-        reverse(jnp.asarray(U[0], d))
-    G = np.asarray(jax.vmap(reverse)(jnp.asarray(U, d)), np.float64)  # (K, n)
+    try:
+        reverse, forward = _rule(prob, f, vjp, jvp, d)
+        reverse(jnp.asarray(U[0], d))  # errors named by leaf, outside any vmap
+        G = np.asarray(jax.vmap(reverse)(jnp.asarray(U, d)), np.float64)  # (K, n)
+    except DerivativeInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the rule itself failed: say so, in one line)
+        raise DerivativeInputError(f"the derivative rule failed on inputs of shapes "
+                                   f"{prob.shapes()}: {_first_line(e)}") from None
 
     # The rounding a correct derivative carries at d: the rule-free autodiff at d against
     # float64 (at float64: float32's, scaled by the ratio of epsilons).
@@ -498,7 +521,7 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
             noise_of[rs, cs] = NOISE * float(np.max(noise[rs, cs], initial=0.0))
     floor_of = (FLOOR_EPS * eps if low else FLOOR_F64) * scale_of
     blocks, kink_all = [], np.zeros((K, n), bool)
-    for rname, rs, _ in rows:
+    for rname, rs, rshape in rows:
         for cname, cs, cshape in cols:
             in_block = (picks >= cs.start) & (picks < cs.stop)
             at = picks[in_block]
@@ -508,14 +531,22 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
                                          None if ad is None else ad[rs][:, at])
             kink_all[rs, at] = kink
             hand = G[rs, cs]
-            blocks.append(Block(
-                rname, cname, (hand.shape[0], *cshape),
-                Comparison.of(hand, ad[rs, cs], rtol_ad, {"noise": noise_of[rs, cs],
-                                                          "floor": floor_of[rs, cs]},
-                              ~kink_all[rs, cs])
-                if ad is not None else Comparison.of(hand, hand, 0.0, {},
-                                                     np.zeros(hand.shape, bool)),
-                Comparison.best(G[rs][:, at], cands), int(kink.sum()), int(in_block.sum())))
+            vs_ad = Comparison.of(hand, ad[rs, cs], rtol_ad, {"noise": noise_of[rs, cs],
+                                                              "floor": floor_of[rs, cs]},
+                                  ~kink_all[rs, cs]) if ad is not None else \
+                Comparison.of(hand, hand, 0.0, {}, np.zeros(hand.shape, bool))
+            vs_fd = Comparison.best(G[rs][:, at], cands)
+
+            def where(c, columns, rshape=rshape, cshape=cshape, cs=cs):  # (output, input)
+                if not c.worst_index:
+                    return c
+                r, j = c.worst_index
+                at = (*np.unravel_index(r, rshape),
+                      *np.unravel_index(columns[j] - cs.start, cshape))
+                return dataclasses.replace(c, worst_index=tuple(int(i) for i in at))
+            blocks.append(Block(rname, cname, (*rshape, *cshape),
+                                where(vs_ad, np.arange(cs.start, cs.stop)), where(vs_fd, at),
+                                int(kink.sum()), int(in_block.sum())))
 
     # Along random directions: <G, v> vs finite differences of <u, f(x + t v)>, allowed
     # what the entries it sums were allowed (their relative terms too: a sum may cancel).

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import queue as _queue
+import signal
 from dataclasses import asdict, dataclass
 
 import jax
@@ -23,6 +25,7 @@ import numpy as np
 from . import layers
 from .activations import ACTIVATION_NAMES
 from .gradcheck import check_grads
+from .lifetime import die_with_parent
 from .losses import BINARY01, BINARY_PM1, LOSS_NAMES, get_loss
 from .network import init_params
 from .spec import NORMS, MLPSpec
@@ -274,7 +277,9 @@ def random_sweep(cells: int, seed: int = 0, draws: int = 4, workers: int = 1,
 
 
 # --- Running many checks on worker processes. ----------------------------------
-def _work(fn, items, queue) -> None:
+def _work(fn, items, queue, parent: int) -> None:
+    die_with_parent(parent)  # a killed run leaves no worker behind
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report
     for i, item in items:
         queue.put((i, fn(item)))
 
@@ -299,7 +304,8 @@ def run_cells(fn, items: list, workers: int = 1, progress=None) -> list:
     indexed = list(enumerate(items))
     ctx = multiprocessing.get_context("spawn")  # fork and XLA's threads don't mix
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_work, args=(fn, indexed[w * size:(w + 1) * size], queue),
+    procs = [ctx.Process(target=_work, args=(fn, indexed[w * size:(w + 1) * size], queue,
+                                                        os.getpid()),
                          daemon=True) for w in range(workers)]
     for p in procs:
         p.start()

@@ -545,3 +545,52 @@ def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
             return re.sub(r"[ \t]+", " ", re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", text))
 
         assert words(proc.stdout) == words(shown)
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_killed_gradcheck_leaves_no_worker_behind():
+    """SIGKILL the parent of a two-worker gradcheck: its workers end within 2 s (they
+    kept both cores busy for an hour when they outlived it)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--random",
+                             "400", "--workers", "2", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300  # a hang guard for a loaded machine
+        workers = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = [p for p in _children(proc.pid)
+                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(3)  # past start-up: they are checking
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        time.sleep(2)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        proc.kill()
