@@ -302,8 +302,15 @@ def _problem(args):
         except (ValueError, TypeError) as e:
             raise UsageError(str(e)) from e
 
-    return _binary_labels(ds, make_spec(0.0, 0.0, 0.0)), make_spec, \
-        args.batch_size or len(ds.X_train)
+    batch_size = args.batch_size or len(ds.X_train)
+    if args.norm == "batchnorm":  # its batch rules, as one line before anything is written
+        from .train import check_batchnorm_batches
+
+        try:
+            check_batchnorm_batches(len(ds.X_train), batch_size)
+        except ValueError as e:
+            raise UsageError(f"{e} (--batch-size)") from e
+    return _binary_labels(ds, make_spec(0.0, 0.0, 0.0)), make_spec, batch_size
 
 
 def _optimizer(args, lr, num_examples: int):

@@ -173,11 +173,12 @@ def check_batchnorm_batches(num_examples: int, batch_size: int, mesh=None) -> No
     rest = num_examples % bs  # the last, smaller minibatch (0: none)
     smallest = (rest or bs) // shards
     if smallest < 2:
+        per = f"{smallest} per device under shard_map" if shards > 1 else ""
         which = (f"the last minibatch of each epoch ({num_examples} % {bs} = {rest} examples"
-                 if rest else f"a minibatch of {bs} examples")
-        per = f", {smallest} per device under shard_map)" if shards > 1 else ")"
+                 + (f", {per})" if per else ")") if rest
+                 else f"a minibatch of {bs} examples" + (f" ({per})" if per else ""))
         raise ValueError(f"batch norm normalizes each minibatch by its own statistics, and "
-                         f"{which}{per} is a batch of {smallest}, whose variance is 0: choose "
+                         f"{which} is a batch of {smallest}, whose variance is 0: choose "
                          "a batch size that leaves every minibatch 2 or more examples"
                          + (" per device" if shards > 1 else ""))
 

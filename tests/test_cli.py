@@ -29,6 +29,9 @@ from mlp_jax import cli
     (["train", "--seed", str(2**64)], r"at most 9223372036854775807"),
     (["train", "--seed", "-3"], "must be >= 0"),
     (["sweep", "--seeds", f"0,{2**64}"], r"at most"),
+    (["train", "--norm", "batchnorm", "--batch-size", "1"],
+     r"a minibatch of 1 examples is a batch of 1.*\(--batch-size\)"),
+    (["sweep", "--norm", "batchnorm", "--batch-size", "1"], r"batch of 1, whose variance"),
 ])
 def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     if argv[0] in ("train", "sweep"):
@@ -41,6 +44,7 @@ def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
     assert code == 2
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert re.search(match, err), err
+    assert not (tmp_path / "o").exists()  # nothing written
 
 
 @pytest.mark.parametrize("bad,match", [

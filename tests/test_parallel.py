@@ -52,7 +52,7 @@ def test_batch_norm_statistics_global_under_gspmd_per_shard_under_shard_map(eigh
     assert eight_devices["bn_gspmd"] <= F32, eight_devices
     assert eight_devices["bn_shard_map"] <= F32, eight_devices
     assert eight_devices["bn_forms_differ"] > 1e-3, eight_devices
-    assert "a minibatch of 8 examples, 1 per device under shard_map) is a batch of 1" in \
+    assert "a minibatch of 8 examples (1 per device under shard_map) is a batch of 1" in \
         eight_devices["bn_per_device_error"]
 
 
