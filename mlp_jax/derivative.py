@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .gradcheck import FD_CHUNK_BYTES, TOL_AUTODIFF, TOL_FD, Comparison
+from .gradcheck import FD_CHUNK_BYTES, TOL_AUTODIFF, TOL_FD, WEIGHTS_2H, WEIGHTS_H, Comparison
+from .gradcheck import STENCIL as CENTRED
 
 RTOL_EPS = 4.0  # below float64: the relative term, in units of the checked dtype's eps
 NOISE = 4.0  # times the measured rounding of a correct derivative at the checked dtype
@@ -49,12 +50,19 @@ FULL_LIMIT = 2**16  # Jacobian entries; above it, random projections
 FD_ALL = 4096  # input entries; above it, a sample of FD_SAMPLE per leaf
 FD_SAMPLE = 64
 FD_CHUNK = 64  # probes per compiled chunk of the stencil (fewer where memory says so)
-STENCIL = np.array([-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
-# Each estimate at h and at 2h (weights on STENCIL, divided by h) and its order's
-# Richardson divisor: centred 4-point O(h^4) -> 15; one-sided 3-point O(h^2) -> 3.
+# check_grads' centred stencil (at h and at 2h) and the centre: the one-sided estimates
+# need f(x) itself. Weights on STENCIL, divided by h, and each order's Richardson divisor:
+# centred 4-point O(h^4) -> 15; one-sided 3-point O(h^2) -> 3.
+STENCIL = np.array(sorted((*CENTRED, 0.0)))
+
+
+def _on_stencil(weights, scale):
+    at = dict(zip(CENTRED, weights))
+    return tuple(at.get(t, 0.0) * scale for t in STENCIL)
+
+
 ESTIMATES = {
-    "centred": ((0, 1 / 12, -8 / 12, 0, 8 / 12, -1 / 12, 0),
-                (1 / 24, -8 / 24, 0, 0, 0, 8 / 24, -1 / 24), 15.0),
+    "centred": (_on_stencil(WEIGHTS_H, 1 / 12), _on_stencil(WEIGHTS_2H, 1 / 24), 15.0),
     "right": ((0, 0, 0, -3 / 2, 2, -1 / 2, 0), (0, 0, 0, -3 / 4, 0, 1, -1 / 4), 3.0),
     "left": ((0, 1 / 2, -2, 3 / 2, 0, 0, 0), (1 / 4, -1, 0, 3 / 4, 0, 0, 0), 3.0),
 }
@@ -561,12 +569,18 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     along = Comparison.best(GV, _fd_candidates(vest, rtol_fd, spread)[0])
 
     # forward mode against reverse mode: <u, J v> vs <J^T u, v>, each side allowed that
-    if forward is None and P is not None:
+    JV = None
+    if forward is None and P is not None:  # the rule-free function's forward mode, if any
         fwd_of = prob.flat(P, d)
         xd = jnp.asarray(prob.x, d)
         forward = lambda t: jax.jvp(fwd_of, (xd,), (t,))[1]  # noqa: E731
+        try:
+            JV = np.asarray(jax.vmap(forward)(jnp.asarray(V, d)), np.float64)  # (dirs, m)
+        except TypeError:  # a custom_vjp inside it: no forward mode anywhere
+            forward = None
     if forward is not None:
-        JV = np.asarray(jax.vmap(forward)(jnp.asarray(V, d)), np.float64)  # (dirs, m)
+        if JV is None:
+            JV = np.asarray(jax.vmap(forward)(jnp.asarray(V, d)), np.float64)
         consistency = Comparison.of(GV, U @ JV.T, rtol_ad,
                                     {k: 2 * v for k, v in spread.items()})
     else:

@@ -14,6 +14,7 @@ from conftest import tree_equal
 
 import mlp_jax as mj
 from mlp_jax import checkpoint, optim, train
+from tests.timeouts import guard
 
 
 def _saved(tmp_path, opt=None):
@@ -83,7 +84,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     norm, so its running statistics (final and best) are in what must come back bitwise."""
     bn = ("--norm", "batchnorm")
     ref = subprocess.run(_cli_train(tmp_path / "ref", *bn), capture_output=True, text=True,
-                         timeout=240)
+                         timeout=guard(240))
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "killed"
     ckpt = out / "checkpoint.npz"
@@ -103,10 +104,10 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
             time.sleep(0.02)
         time.sleep(float(rng.uniform(0, 0.3)))  # anywhere in the next epoch or write
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=guard(30))
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = subprocess.run(_cli_train(out, *bn, "--resume"), capture_output=True, text=True,
-                          timeout=240)
+                          timeout=guard(240))
     assert done.returncode == 0, done.stderr
     for best in (False, True):
         a = checkpoint.load_params(str(tmp_path / "ref" / "checkpoint.npz"), best=best)
@@ -180,7 +181,7 @@ def test_ctrl_c_anywhere_is_one_line_and_keeps_the_checkpoint(tmp_path):
         else:
             time.sleep(when)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=guard(60))
         err = err.strip()
         assert proc.returncode == 130, (when, proc.returncode, err[-2000:])
         assert err == f"mlp-jax: interrupted; what was saved in {out} stays, and --resume " \

@@ -13,6 +13,7 @@ import pytest
 
 import mlp_jax as mj
 from experiments.derivative_corpus import CORRECT, WRONG, _layernorm, _layernorm_vjp
+from tests.timeouts import guard
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -220,7 +221,7 @@ def test_cli_checks_a_users_file(tmp_path, wrong):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--function",
                            f"{tmp_path / 'mine.py'}:layer", "--shapes", "4,3", "3,2",
                            "--dtype", "bfloat16", "--draws", "2"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=guard(600))
     assert proc.returncode == (1 if wrong else 0), proc.stdout + proc.stderr
     assert f"2 draws at bfloat16, {2 if wrong else 0} failed" in proc.stdout
     assert ("FAIL" in proc.stdout) == wrong

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.timeouts import guard
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.slow
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def run_quick(name):
     proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     base = os.path.join(ROOT, "experiments", "results", f"{name}.quick")
     assert os.path.exists(base + ".json")

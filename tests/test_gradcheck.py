@@ -16,6 +16,7 @@ from jax.flatten_util import ravel_pytree
 import mlp_jax as mj
 from mlp_jax.gradcheck import Comparison, rel_error
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
+from tests.timeouts import guard
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_matrix_cli_every_cell_passes(tmp_path):
     both norms."""
     out = tmp_path / "cells.json"
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--quiet",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "--json", str(out)], capture_output=True, text=True, timeout=guard(600))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = json.loads(out.read_text())
     assert len(cells) == 10 * 5 * 4 * 2 * 2 + 2 * 9 * 5 * 3  # + the two norms (not maxout)
@@ -150,7 +151,7 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
     out = tmp_path / "random.json"
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--random", "50",
                            "--draws", "5", "--seed", "2430", "--quiet", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=guard(600))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = json.loads(out.read_text())
     assert len(cells) == 50 and all(c["passed"] for c in cells)
@@ -170,7 +171,7 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
                                         (["--random", "5", "--seed", "-1"], "must be >= 0")])
 def test_gradcheck_cli_bad_counts_one_line(argv, match):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", *argv],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=guard(60))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and match in proc.stderr
 
@@ -179,7 +180,7 @@ def test_gradcheck_cli_bad_counts_one_line(argv, match):
 def test_gradcheck_cli_json_into_missing_folder_fails_first(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--json",
                            str(tmp_path / "nope" / "cells.json")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=guard(60))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert proc.stdout == ""  # refused before any cell ran
 
@@ -534,7 +535,7 @@ def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     code, after = section.split("```python\n", 1)[1].split("```\n", 1)
     shown = after.split("```\n", 1)[1].split("```", 1)[0]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=guard(120))
     assert proc.returncode == 0, proc.stderr[-2000:]
     if jax.default_backend() == "cpu":  # where the README's output was made
         assert proc.stdout == shown
@@ -580,7 +581,7 @@ def test_killed_gradcheck_leaves_no_worker_behind():
                              "400", "--workers", "2", "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300  # a hang guard for a loaded machine
+        deadline = time.monotonic() + guard(300)  # a hang guard
         workers = []
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -589,7 +590,7 @@ def test_killed_gradcheck_leaves_no_worker_behind():
         assert len(workers) == 2, "the workers never started"
         time.sleep(3)  # past start-up: they are checking
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        proc.wait(timeout=guard(60))
         time.sleep(2)
         assert not [p for p in workers if _alive(p)]
     finally:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlp_jax import checkpoint
+from tests.timeouts import guard
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 F32 = 2e-6  # float32 rounding, accumulated over the steps compared
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 def eight_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, os.path.join(HERE, "parallel_child.py")], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -98,9 +99,9 @@ def test_two_processes_match_one(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     single = subprocess.run(cli("--out", str(tmp_path / "one")), capture_output=True, text=True,
-                            timeout=120)
+                            timeout=guard(120))
     try:
-        outs = [p.communicate(timeout=180) for p in procs]
+        outs = [p.communicate(timeout=guard(180)) for p in procs]
     finally:
         for p in procs:
             p.kill()
@@ -121,7 +122,7 @@ def test_peer_that_never_starts_is_a_clear_error_within_the_timeout(tmp_path):
     proc = subprocess.run(cli("--out", str(tmp_path / "p0"), "--num-processes", "2",
                               "--process-id", "0", "--coordinator", f"127.0.0.1:{free_port()}",
                               "--devices", "0", "--dist-timeout", "5"),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=guard(120))
     assert proc.returncode == 1
     assert time.time() - t < 60
     err = proc.stderr.strip()
@@ -143,7 +144,7 @@ def test_two_devices_take_grad_and_eval_every(tmp_path):
     args[args.index("--epochs") + 1] = "20"
     proc = subprocess.run([sys.executable, "-c", child, "train", *args, "--devices", "2",
                            "--grad", "autodiff", "--eval-every", "5", "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == [5, 10, 15, 20]
@@ -151,7 +152,7 @@ def test_two_devices_take_grad_and_eval_every(tmp_path):
     # and with the hand backprop, the same child fails: the replacement is really used
     proc = subprocess.run([sys.executable, "-c", child, "train", *args, "--devices", "2",
                            "--eval-every", "5", "--out", str(tmp_path / "b")],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode != 0 and "backprop called" in proc.stderr
 
 
@@ -194,7 +195,7 @@ def test_peer_that_dies_mid_run_ends_the_other_with_one_line(tmp_path):
         assert metrics.exists(), "process 0 never trained"
         procs[1].kill()
         t = time.time()
-        _, err = procs[0].communicate(timeout=90)
+        _, err = procs[0].communicate(timeout=guard(90))
         waited = time.time() - t
     finally:
         for p in procs:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timeouts import guard
+
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 # a block inside a list item is indented with it
 BLOCKS = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)]
@@ -22,5 +24,5 @@ def test_the_readme_has_the_blocks_we_mean_to_run():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs_as_written(index, tmp_path):
     proc = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode == 0, f"block {index}:\n{BLOCKS[index]}\n{proc.stderr[-3000:]}"
