@@ -185,3 +185,18 @@ def test_mutation_score_counts_and_lists_what_survived():
     section = ms.section(codes)
     assert "`losses.x__hinge_value__mutmut_5`: `[:, 0]` -> `[:, 1]`" in section
     assert "x_b__mutmut_3" not in section and "x_elu__" not in section
+
+
+@pytest.mark.slow
+def test_derivatives_corpus_quick():
+    """check_derivative on a slice of the corpus: no false alarm, every exercised mistake
+    caught (the full run is the README's table)."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.derivatives", "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=guard(600))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(ROOT, "experiments", "results", "derivatives.quick.json")) as f:
+        numbers = json.load(f)
+    for dtype, cell in numbers["table"]["correct"].items():
+        assert cell["ours"] == 0 and cell["n"] > 0, (dtype, cell)
+    for dtype, cell in numbers["table"]["wrong"].items():
+        assert cell["ours"] == cell["n"], (dtype, cell)
