@@ -234,13 +234,12 @@ def summarize(rows: list[dict]) -> dict:
         exercised = r["group"] == "correct" or r["exercised"]
         if not exercised:
             continue
-        flag = (lambda ok: not ok) if r["group"] == "correct" else (lambda ok: not ok)
-        t["n"] += 1
-        t["ours"] += flag(r["passed"])
+        t["n"] += 1  # flagged = failed: a false alarm (correct) or a catch (wrong)
+        t["ours"] += not r["passed"]
         for anchor in ("jax", "torch"):
             if r[anchor] is not None:
                 t[anchor + "_ran"] += 1
-                t[anchor] += flag(r[anchor])
+                t[anchor] += not r[anchor]
     return table
 
 

@@ -209,7 +209,6 @@ class _Problem:
                 leaves.append((leaf_name, np.shape(leaf)))
         self.in_leaves = leaves
         self.diff = diff
-        self.dtype = jnp.result_type(*jax.tree.leaves(diff))
         self.x, self.unravel = ravel_pytree(diff)
         try:
             out = jax.eval_shape(self.full(f), *diff)
@@ -233,7 +232,9 @@ class _Problem:
         self.m = sum(int(np.prod(s)) for _, s in self.out_leaves)
         _, self.unravel_out = ravel_pytree(jax.tree.map(
             lambda s: jnp.zeros(s.shape, s.dtype), out))
-        self.dtype = min((self.dtype, self.out_dtype), key=lambda d: -_eps(d))
+        # the precision checked: the least precise of the inputs and outputs
+        self.dtype = min((jnp.result_type(*jax.tree.leaves(diff)), self.out_dtype),
+                         key=lambda d: -_eps(d))
 
     def shapes(self) -> str:
         return ", ".join(f"{n} {s}" for n, s in self.in_leaves)
