@@ -46,7 +46,8 @@ CASES_CORRECT = CORRECT[::8] if QUICK else CORRECT
 CASES_WRONG = WRONG[::8] if QUICK else WRONG
 SCALED = ["softplus", "softmax", "layer norm (hand VJP, gamma, beta)", "tanh RNN by lax.scan",
           "linear solve"]  # the multiplicative-error sweep
-DELTAS = [10.0 ** (-k / 2) for k in range(2, 28)]  # 0.1 .. 1e-13.5, half decades
+DELTAS = [10.0 ** (-k / 4) for k in range(4, 57)]  # 0.1 .. 1e-14, quarter decades
+SCALED_DRAWS = 3
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -171,29 +172,37 @@ def check_item(item) -> dict:
     return out
 
 
+def _caught(case, dtype, delta) -> bool:
+    """Does check_derivative fail (1 + delta) times the case's correct rule on every draw?"""
+    for seed in range(SCALED_DRAWS):
+        f, args, options = draw(case, dtype, seed)
+        g, diff = attached(f, args, options)
+
+        def vjp(*a, g=g):
+            *d, ct = a
+            _, pullback = jax.vjp(g, *d)
+            back = jax.tree.map(lambda v: v * (1 + delta), pullback(ct))
+            return back if len(d) > 1 else back[0]
+        if mj.check_derivative(g, *diff, vjp=vjp, reference=g, seed=seed).passed:
+            return False
+    return True
+
+
 def scaled_item(item) -> dict:
-    """The smallest delta for which (1 + delta) times a correct rule fails every draw."""
+    """The smallest delta of DELTAS for which (1 + delta) times a correct rule fails every
+    draw: a bisection (a larger error is caught wherever a smaller one is)."""
     name, dtype = item
     case = next(c for c in CORRECT if c.name == name)
-    caught = []
-    for delta in DELTAS:
-        ok = True
-        for seed in range(2):
-            f, args, options = draw(case, dtype, seed)
-            g, diff = attached(f, args, options)
-
-            def vjp(*a, delta=delta, g=g):
-                *d, ct = a
-                _, pullback = jax.vjp(g, *d)
-                back = jax.tree.map(lambda v: v * (1 + delta), pullback(ct))
-                return back if len(d) > 1 else back[0]
-            rep = mj.check_derivative(g, *diff, vjp=vjp, reference=g, seed=seed)
-            ok &= not rep.passed
+    lo, hi = -1, len(DELTAS)  # DELTAS[lo] caught (lo = -1: none tried), DELTAS[hi] not
+    if not _caught(case, dtype, DELTAS[0]):
+        hi = 0
+    else:
+        lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
         jax.clear_caches()
-        if not ok:
-            break
-        caught.append(delta)
-    smallest = min(caught) if caught else None
+        lo, hi = (mid, hi) if _caught(case, dtype, DELTAS[mid]) else (lo, mid)
+    smallest = DELTAS[lo] if lo >= 0 else None
     return dict(case=name, dtype=dtype, smallest=smallest,
                 in_eps=None if smallest is None else smallest / float(jnp.finfo(dtype).eps))
 

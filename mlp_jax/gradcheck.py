@@ -20,11 +20,12 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
 
   The report states, per leaf, how much of its allowance the worst entry used
   and which term was the largest there.
-* Finite differences: the centered 4-point stencil
+* Finite differences (:mod:`mlp_jax.finitediff`, shared with
+  :func:`mlp_jax.check_derivative`): the centred 4-point stencil
   ``(f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h`` (error O(h^4)), and the same at
   2h (``f(±4h)``) for the error estimate ``|d(2h) - d(h)| / 15``. Entries go in
   chunks through one compiled function looped over with ``lax.map``, each
-  chunk's size set so its perturbed parameter copies fit ``FD_CHUNK_BYTES``:
+  chunk's size set so its perturbed parameter copies fit ``finitediff.CHUNK_BYTES``:
   memory is linear in the parameter count. Above ``FD_FULL_LIMIT`` parameters
   a seeded random sample of entries per leaf is finite-differenced by default;
   ``jax.grad`` always covers every entry.
@@ -47,8 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from . import finitediff
 from .backprop import backprop
 from .network import forward, forward_with_cache, loss, prepare_labels
+from .passrule import Comparison, rel_error, table
 from .spec import MLPSpec
 from .validate import validate
 
@@ -66,94 +69,10 @@ TOL_FD = 1e-7
 FLOOR_AUTODIFF = 1e-14  # units of S, the layer's largest |jax.grad| entry
 AD_NOISE = 10.0  # times the layer's rounding scale (the loss gradient's eps pulled back)
 FD_NOISE = 10.0  # units of eps * M / h
-FD_TRUNC = 4.0  # times the Richardson estimate of the stencil's truncation error
-# The 4-point stencil at h, and at 2h for its error estimate (Richardson): offsets in units of h.
-STENCIL = (-4.0, -2.0, -1.0, 1.0, 2.0, 4.0)
-WEIGHTS_H = (0.0, 1.0, -8.0, 8.0, -1.0, 0.0)  # divided by 12 h
-WEIGHTS_2H = (1.0, -8.0, 0.0, 0.0, 8.0, -1.0)  # divided by 24 h
+FD_TRUNC = finitediff.TRUNC  # times the Richardson estimate of the stencil's truncation error
+POINTS = finitediff.points(("centred",))  # the centred stencil: +-h, +-2h, and +-4h for 2h
 FD_FULL_LIMIT = 4096  # parameters; above it, finite differences sample entries by default
 FD_SAMPLE_PER_LEAF = 256
-FD_CHUNK_BYTES = 32 * 2**20  # the stencil's perturbed parameter copies, per chunk
-
-
-def rel_error(a, b) -> float:
-    """CS231n's relative error, ``max |a-b| / max(1e-8, |a|+|b|)``, elementwise then max."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)), initial=0.0))
-
-
-def _judge(hand, ref, rtol, absolute):
-    """The pass rule entry by entry: ``(used, need, terms, allowance)``; ``used`` is
-    ``|hand - ref|`` over its allowance (inf where nothing is allowed, or NaN), ``need``
-    the share of the absolute terms needed beyond the relative one."""
-    ref = np.broadcast_to(np.asarray(ref, np.float64), hand.shape)
-    terms = {k: np.broadcast_to(v, hand.shape) for k, v in absolute.items()}
-    floor = sum(terms.values()) if terms else np.zeros(hand.shape)
-    terms["rtol"] = rtol * (np.abs(hand) + np.abs(ref))
-    allowance = terms["rtol"] + floor
-    diff = np.abs(hand - ref)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        used = np.where(diff == 0, 0.0, diff / allowance)  # inf where nothing is allowed
-        need = np.where(diff <= terms["rtol"], 0.0, (diff - terms["rtol"]) / floor)
-    used = np.where(np.isnan(diff), np.inf, used)  # a NaN gradient fails, never passes
-    return used, need, terms, allowance
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One leaf, hand-derived vs a reference, judged by the pass rule.
-
-    Each entry is allowed ``rtol (|hand| + |ref|)`` plus the reference's absolute
-    terms (``floor S`` for ``jax.grad``; ``noise`` and ``trunc`` for finite
-    differences). ``used`` is the worst entry's ``|hand - ref|`` over its
-    allowance: the leaf passes when it is at most 1. ``decided`` names the
-    largest term of that entry's allowance (``"none"`` where every term is 0 there:
-    any difference fails). ``absolute_used`` is the largest
-    share of its absolute terms that any entry needed beyond ``rtol`` (the
-    measurement behind the floors: headroom is its inverse).
-    """
-
-    rel_error: float  # CS231n's metric over the compared entries, for reading
-    used: float
-    decided: str
-    worst_index: tuple[int, ...]
-    hand: float  # value of the hand gradient at worst_index
-    reference: float
-    checked: int  # entries compared
-    absolute_used: float
-
-    @staticmethod
-    def of(hand: np.ndarray, ref: np.ndarray, rtol: float, absolute: dict,
-           include: np.ndarray | None = None) -> Comparison:
-        """``absolute`` maps each absolute term's name to its value (scalar or per entry)."""
-        return Comparison.best(hand, [(ref, rtol, absolute)], include)
-
-    @staticmethod
-    def best(hand: np.ndarray, candidates: list, include: np.ndarray | None = None
-             ) -> Comparison:
-        """The rule against several estimates of the same reference, ``(ref, rtol,
-        absolute)`` each: every entry is judged by the one it fits best (finite
-        differences' centred and one-sided estimates, where a kink may spoil some)."""
-        include = np.ones(hand.shape, bool) if include is None else include
-        if not include.any():
-            return Comparison(0.0, 0.0, "-", (), float("nan"), float("nan"), 0, 0.0)
-        judged = [_judge(hand, ref, rtol, absolute) for ref, rtol, absolute in candidates]
-        pick = np.argmin(np.stack([u for u, _, _, _ in judged]), axis=0)  # per entry
-        used, need = (np.choose(pick, [j[k] for j in judged]) for k in (0, 1))
-        ref = np.choose(pick, [c[0] for c in candidates])
-        used = np.where(include, used, -1.0)
-        i = np.unravel_index(int(np.argmax(used)), used.shape)
-        terms = judged[pick[i]][2]
-        return Comparison(
-            rel_error(hand[include], ref[include]), float(used[i]),
-            max(terms, key=lambda k: terms[k][i]) if any(t[i] > 0 for t in terms.values())
-            else "none", tuple(int(j) for j in i),
-            float(hand[i]), float(ref[i]), int(include.sum()),
-            float(np.max(np.where(include, need, 0.0))))
-
-    @property
-    def passed(self) -> bool:
-        return self.used <= 1.0
 
 
 @dataclass(frozen=True)
@@ -218,22 +137,11 @@ class GradCheckReport:
         lines = [
             f"gradient check: {self.spec_summary}",
             f"loss: hand {self.loss_hand:.12g}, jax.grad's forward {self.loss_autodiff:.12g}",
-            f"{'':<19}{'vs jax.grad':^23}{'vs finite diff':^23}",
-            f"{'leaf':<5} {'shape':<13}{'rel err':>8} {'used':>8} {'by':<5}{'rel err':>8} "
-            f"{'used':>8} {'by':<5} {'kink':>5}  worst entry (hand vs reference)",
+            *table("leaf  shape", "jax.grad", [
+                (f"{leaf.name:<5} {leaf.shape}", leaf.autodiff, leaf.fd, leaf.kink_entries,
+                 leaf.passed) for leaf in self.leaves]),
         ]
-        sampled = 0
-        for leaf in self.leaves:
-            ad, fd = leaf.autodiff, leaf.fd
-            worst = fd if fd.used > ad.used else ad
-            flag = "" if leaf.passed else "  FAIL"
-            sampled += leaf.fd_entries < int(np.prod(leaf.shape))
-            lines.append(
-                f"{leaf.name:<5} {str(leaf.shape):<13}{ad.rel_error:>8.1e} "
-                f"{ad.used:>8.2g} {ad.decided:<5}{fd.rel_error:>8.1e} {fd.used:>8.2g} "
-                f"{fd.decided:<5} {leaf.kink_entries:>5}  {'fd' if worst is fd else 'ad'} "
-                f"{list(worst.worst_index)} {worst.hand:.6g} vs {worst.reference:.6g}{flag}"
-            )
+        sampled = sum(leaf.fd_entries < int(np.prod(leaf.shape)) for leaf in self.leaves)
         fd_n = sum(leaf.fd_entries for leaf in self.leaves)
         total = sum(int(np.prod(leaf.shape)) for leaf in self.leaves)
         lines.append(
@@ -281,8 +189,9 @@ def _kink_state(scores, cache, y, spec: MLPSpec) -> jax.Array:
 
 
 def fd_chunk_size(num_params: int, itemsize: int = 8) -> int:
-    """Entries per finite-difference chunk: its perturbed copies fit ``FD_CHUNK_BYTES``."""
-    return int(max(1, min(256, FD_CHUNK_BYTES // (len(STENCIL) * num_params * itemsize))))
+    """Entries per finite-difference chunk: their perturbed parameter copies (one per
+    point of the centred stencil) fit ``finitediff.CHUNK_BYTES``."""
+    return finitediff.chunk_size(num_params, len(POINTS), itemsize)
 
 
 def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=None, key=None,
@@ -316,28 +225,11 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
         return value, _kink_state(scores, cache, y, spec)
 
     _, center_state = loss_and_state(flat)
-    offsets = jnp.asarray(STENCIL, flat.dtype) * h
-    weights_h = jnp.asarray(WEIGHTS_H, flat.dtype) / (12.0 * h)
-    weights_2h = jnp.asarray(WEIGHTS_2H, flat.dtype) / (24.0 * h)
-
-    def one_chunk(idx):  # (B,) flat indices -> (B,) derivatives, errors, straddles
-        thetas = jnp.broadcast_to(flat, (len(STENCIL), idx.size, flat.size))
-        thetas = thetas.at[:, jnp.arange(idx.size), idx].add(offsets[:, None])  # (6, B, P)
-        values, states = jax.vmap(jax.vmap(loss_and_state))(thetas)  # (6, B), (6, B, K)
-        d_h, d_2h = weights_h @ values, weights_2h @ values
-        # Richardson: the stencil's error is c h^4, so d_2h - d_h = 15 c h^4
-        return d_h, jnp.abs(d_2h - d_h) / 15.0, jnp.any(states != center_state, axis=(0, 2))
-
-    # One chunk size for a given parameter count (the last chunk is padded), so eagerly
-    # compiled ops of one call serve the next whatever its number of entries.
-    n = entries.shape[0]
     B = chunk or fd_chunk_size(flat.size, flat.dtype.itemsize)
-    padded = jnp.concatenate([entries, jnp.repeat(entries[:1], -n % B)]).reshape(-1, B)
-    if padded.shape[0] == 1:  # nothing to loop over
-        out = one_chunk(padded[0])
-    else:
-        out = jax.lax.map(one_chunk, padded)
-    return tuple(a.reshape(-1)[:n] for a in out)
+    steps = jnp.full(entries.shape, h, flat.dtype)
+    values, states = finitediff.stencil(loss_and_state, flat, entries, steps, POINTS, B)
+    grads, errors = finitediff.estimate(values, steps, "centred", POINTS)
+    return grads, errors, jnp.any(states != center_state, axis=(1, 2))
 
 
 def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):

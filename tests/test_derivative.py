@@ -13,6 +13,7 @@ import pytest
 
 import mlp_jax as mj
 from experiments.derivative_corpus import CORRECT, WRONG, _layernorm, _layernorm_vjp
+from tests.readme import check_example
 from tests.timeouts import guard
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -243,3 +244,8 @@ def test_cli_function_bad_options_are_one_line(argv, match, capsys):
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and match in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
+    check_example("## Is my derivative right?")

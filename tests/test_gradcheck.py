@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import mlp_jax as mj
-from mlp_jax.gradcheck import Comparison, rel_error
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
+from mlp_jax.passrule import Comparison, rel_error
+from tests.readme import check_example
 from tests.timeouts import guard
 
 
@@ -411,7 +411,8 @@ def test_fd_picks_sample_by_seed_without_repeats():
 
 
 def test_chunk_size_respects_memory_budget():
-    from mlp_jax.gradcheck import FD_CHUNK_BYTES, fd_chunk_size
+    from mlp_jax.finitediff import CHUNK_BYTES as FD_CHUNK_BYTES
+    from mlp_jax.gradcheck import fd_chunk_size
     for P in (10, 4096, 79_510, 10**7):
         B = fd_chunk_size(P)
         assert 1 <= B <= 256 and (B == 1 or 6 * B * P * 8 <= FD_CHUNK_BYTES)
@@ -421,7 +422,8 @@ def test_fd_chunk_is_the_most_float64_copies_the_budget_holds():
     """Six perturbed float64 copies of the P parameters per entry: the chunk is as many
     entries as FD_CHUNK_BYTES holds, between 1 and 256 (float32 copies: about twice as
     many)."""
-    from mlp_jax.gradcheck import FD_CHUNK_BYTES, fd_chunk_size
+    from mlp_jax.finitediff import CHUNK_BYTES as FD_CHUNK_BYTES
+    from mlp_jax.gradcheck import fd_chunk_size
     for P in (10, 4096, 79_510, 10**7):
         assert fd_chunk_size(P) == max(1, min(256, FD_CHUNK_BYTES // (6 * 8 * P)))
     assert (fd_chunk_size(79_510), fd_chunk_size(79_510, itemsize=4)) == (8, 17)
@@ -530,22 +532,7 @@ def test_a_leaf_with_nothing_to_compare_passes_showing_nothing():
 
 @pytest.mark.slow
 def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Is my derivation right?", 1)[1]
-    code, after = section.split("```python\n", 1)[1].split("```\n", 1)
-    shown = after.split("```\n", 1)[1].split("```", 1)[0]
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=guard(120))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    if jax.default_backend() == "cpu":  # where the README's output was made
-        assert proc.stdout == shown
-    else:  # elsewhere rounding-level figures differ (on a GPU the float32 init, the loss'
-        # 8th digit and the float64 errors near 1e-16, and so the columns' widths): the
-        # report's words, exactly
-        def words(text):
-            return re.sub(r"[ \t]+", " ", re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", text))
-
-        assert words(proc.stdout) == words(shown)
+    check_example("## Is my derivation right?")
 
 
 def _children(pid: int) -> list[int]:

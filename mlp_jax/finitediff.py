@@ -1,0 +1,122 @@
+"""Finite differences with error bars: the one stencil both checkers use.
+
+A *probe* is an input entry (a flat index) or a direction vector. Its stencil
+evaluates ``f(x + t * step * probe)`` at the offsets ``t`` of ``STENCIL``; from those
+values each estimate of the derivative along the probe, with its truncation error
+estimated by Richardson (the same estimate at 2h):
+
+* ``centred``, 4 points, O(h^4): ``(f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h``; the
+  same at 2h, ``f(±4h)``, gives the error ``|d(2h) - d(h)| / 15``;
+* ``right`` and ``left``, one-sided 3 points, O(h^2), error ``|d(2h) - d(h)| / 3``:
+  on a kink, where the centred estimate means nothing, each side still has a
+  derivative. Where the two sides disagree beyond their error bars the probe sits on
+  a kink (:func:`candidates`).
+
+Probes go through in chunks, one vmapped function per chunk, so memory is linear in
+the input size: looped by ``lax.map`` (``traced=True``: fine under ``jit``) or by
+Python (eager, each op compiled once per shape and reused by the next call).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STENCIL = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)  # offsets, in units of the step
+# name: (weights at h, weights at 2h) on STENCIL (then divided by the step), and the
+# Richardson divisor 2^order - 1
+ESTIMATES = {
+    "centred": ((0, 1 / 12, -8 / 12, 0, 8 / 12, -1 / 12, 0),
+                (1 / 24, -8 / 24, 0, 0, 0, 8 / 24, -1 / 24), 15.0),
+    "right": ((0, 0, 0, -3 / 2, 2, -1 / 2, 0), (0, 0, 0, -3 / 4, 0, 1, -1 / 4), 3.0),
+    "left": ((0, 1 / 2, -2, 3 / 2, 0, 0, 0), (1 / 4, -1, 0, 3 / 4, 0, 0, 0), 3.0),
+}
+CHUNK_BYTES = 32 * 2**20  # the perturbed input copies of one chunk
+TRUNC = 4.0  # the allowance for truncation: times the Richardson estimate
+
+
+def points(names=tuple(ESTIMATES)) -> tuple[float, ...]:
+    """The offsets the named estimates need (the others are never evaluated)."""
+    return tuple(t for i, t in enumerate(STENCIL)
+                 if any(ESTIMATES[n][k][i] for n in names for k in (0, 1)))
+
+
+def chunk_size(size: int, n_points: int, itemsize: int = 8, most: int = 256) -> int:
+    """Probes per chunk: their ``n_points`` perturbed copies of ``size`` inputs fit
+    ``CHUNK_BYTES`` (at least 1, at most ``most``)."""
+    return int(max(1, min(most, CHUNK_BYTES // (n_points * size * itemsize))))
+
+
+def stencil(fn, x, probes, steps, offsets, chunk: int, traced: bool = True):
+    """``fn(x + t * step * probe)`` for every probe and every ``t`` in ``offsets``.
+
+    ``fn`` maps a flat vector to a pytree of arrays; ``probes`` (P,) flat indices or
+    (P, n) directions, ``steps`` (P,). Returns the pytree with leading axes
+    ``(P, len(offsets))``. All chunks have ``chunk`` probes (the last is padded), so
+    one compiled chunk serves every call with the same shapes.
+    """
+    t = jnp.asarray(offsets, x.dtype)
+
+    def one(probe, step):
+        if probe.ndim == 0:
+            xs = jnp.broadcast_to(x, (t.size, x.size)).at[:, probe].add(t * step)
+        else:
+            xs = x + (t * step)[:, None] * probe
+        return jax.vmap(fn)(xs)
+
+    n = probes.shape[0]
+    pad = -n % chunk
+    probes = jnp.concatenate([probes, jnp.repeat(probes[:1], pad, axis=0)])
+    steps = jnp.concatenate([steps, jnp.repeat(steps[:1], pad)])
+    chunks = (probes.reshape(-1, chunk, *probes.shape[1:]), steps.reshape(-1, chunk))
+    if chunks[1].shape[0] == 1:  # nothing to loop over
+        out = jax.tree.map(lambda a: a[None], jax.vmap(one)(chunks[0][0], chunks[1][0]))
+    elif traced:
+        out = jax.lax.map(lambda c: jax.vmap(one)(*c), chunks)
+    else:
+        parts = [jax.vmap(one)(p, s) for p, s in zip(*chunks)]
+        out = jax.tree.map(lambda *a: jnp.stack(a), *parts)
+    return jax.tree.map(lambda a: a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])[:n], out)
+
+
+def estimate(values, steps, name: str, offsets=STENCIL):
+    """The named estimate from stencil ``values`` (P, len(offsets), ...): ``(derivative,
+    truncation error)``, each (P, ...)."""
+    w_h, w_2h, divisor = ESTIMATES[name]
+    keep = [STENCIL.index(t) for t in offsets]
+    steps = jnp.reshape(steps, (-1,) + (1,) * (values.ndim - 2))
+    d_h, d_2h = (jnp.tensordot(jnp.asarray([w[i] for i in keep], values.dtype), values,
+                               axes=([0], [1])) / steps for w in (w_h, w_2h))
+    return d_h, jnp.abs(d_2h - d_h) / divisor
+
+
+def weight_sum(name: str) -> float:
+    """Sum of the estimate's absolute weights: how much it amplifies rounding in f."""
+    return float(np.abs(ESTIMATES[name][0]).sum())
+
+
+def candidates(est, rtol, terms, convention=None):
+    """A rule's finite-difference references, entry by entry, for ``Comparison.best``:
+    centred where the left and right derivatives agree, else (a kink) left or right, or
+    ``convention`` (autodiff's value there, where there is one).
+
+    ``est``: ``{name: (derivative, rounding, truncation)}`` for centred, left and right;
+    ``terms``: the rule's own absolute allowance. Returns ``(candidates, kink mask)``.
+    """
+    def cand(name):
+        d, rounding, trunc = est[name]
+        return d, dict(terms, fd=rounding, trunc=trunc)
+
+    (dl, al), (dr, ar) = cand("left"), cand("right")
+    kink = np.abs(dl - dr) > (sum(al.values()) + sum(ar.values())
+                              + rtol * (np.abs(dl) + np.abs(dr)))
+    dc, ac = cand("centred")
+    if convention is None:
+        d0 = np.where(kink, dl, dc)
+        terms0 = {k: np.where(kink, al[k], v) for k, v in ac.items()}
+    else:  # autodiff's value carries no finite-difference error
+        d0 = np.where(kink, convention, dc)
+        terms0 = {k: np.where(kink, 0.0 if k in ("fd", "trunc") else al[k], v)
+                  for k, v in ac.items()}
+    return [(d0, rtol, terms0), (dl, rtol, al), (dr, rtol, ar)], kink

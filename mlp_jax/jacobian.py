@@ -1,0 +1,205 @@
+"""A function at given inputs as a map of flat vectors, and its Jacobian products.
+
+:func:`mlp_jax.check_derivative` sees ``f(*args)`` as ``x (n,) -> y (m,)`` (the
+differentiable arguments' leaves raveled; static arguments held fixed) and gets
+``u^T J`` and ``J v`` three ways: the rule under test (:func:`rule`: what JAX uses, or
+a hand ``vjp=`` / ``jvp=``), autodiff of the rule-free function (:func:`autodiff`),
+and, in :mod:`mlp_jax.finitediff`, finite differences of ``f``. What cannot be checked
+(an untraceable ``f``, integer inputs, a VJP of the wrong structure) is a
+:class:`DerivativeInputError` with one line that says why.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+
+class DerivativeInputError(ValueError):
+    """``check_derivative`` cannot check what it was given: the message says why."""
+
+
+def first_line(e: Exception) -> str:
+    """An exception in one line: its first line, and its last where they differ."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()
+             and not set(line.strip()) <= set("-")]
+    text = " ".join(dict.fromkeys(lines[:1] + lines[-1:]))
+    return f"{type(e).__name__}: {text}"
+
+
+def eps_of(dtype) -> float:
+    return float(jnp.finfo(dtype).eps)
+
+
+def cast(tree, dtype):
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def rule_free(f, vjp, jvp, reference):
+    """The function autodiff can check the rule against, and how to name both."""
+    if reference is not None:
+        return reference, "reference="
+    if vjp is not None or jvp is not None:
+        return f, "autodiff of f"
+    if isinstance(f, (jax.custom_vjp, jax.custom_jvp)):
+        return f.fun, f"autodiff of {type(f).__name__}.fun"
+    return None, "none"
+
+
+def _names(f, args, static) -> list[str]:
+    try:
+        params = list(inspect.signature(f).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) and params[i] not in ("args", "kwargs")
+            else f"args[{i}]" for i in range(len(args)) if i not in static]
+
+
+def _leaf_names(tree, top: str) -> list[str]:
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [top + jax.tree_util.keystr(p) for p, _ in paths]
+
+
+class Problem:
+    """``f`` at the given inputs, seen as flat vectors: x (n,) -> y (m,)."""
+
+    def __init__(self, f, args, static_argnums):
+        self.static = set(static_argnums)
+        self.args = args
+        diff = tuple(a for i, a in enumerate(args) if i not in self.static)
+        if not diff:
+            raise DerivativeInputError("every argument is static: nothing to differentiate")
+        self.names = _names(f, args, self.static)
+        leaves = []
+        for name, a in zip(self.names, diff):
+            for leaf_name, leaf in zip(_leaf_names(a, name), jax.tree.leaves(a)):
+                if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                    raise DerivativeInputError(
+                        f"input {leaf_name} has dtype {jnp.result_type(leaf)}: only floating "
+                        "inputs have a derivative; pass static_argnums with its position to "
+                        "hold it fixed")
+                leaves.append((leaf_name, np.shape(leaf)))
+        self.in_leaves = leaves
+        self.diff = diff
+        self.x, self.unravel = ravel_pytree(diff)
+        try:
+            out = jax.eval_shape(self.full(f), *diff)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                jax.errors.TracerIntegerConversionError) as e:
+            raise DerivativeInputError(
+                f"f cannot be traced by JAX ({type(e).__name__}): it must compute with "
+                "jax.numpy on its inputs, with no Python branching on their values "
+                "(use jnp.where or lax.cond)") from None
+        except Exception as e:  # noqa: BLE001 (the user's function failed: say where)
+            raise DerivativeInputError(f"f failed on inputs of shapes {self.shapes()}: "
+                                       f"{first_line(e)}") from None
+        for name, leaf in zip(_leaf_names(out, "out"), jax.tree.leaves(out)):
+            if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                raise DerivativeInputError(f"output {name} has dtype {leaf.dtype}: only "
+                                           "floating outputs have a derivative")
+        self.out_tree = out
+        self.out_leaves = [(n, leaf.shape) for n, leaf in
+                           zip(_leaf_names(out, "out"), jax.tree.leaves(out))]
+        self.out_dtype = jnp.result_type(*jax.tree.leaves(out))
+        self.m = sum(int(np.prod(s)) for _, s in self.out_leaves)
+        _, self.unravel_out = ravel_pytree(jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), out))
+        # the precision checked: the least precise of the inputs and outputs
+        self.dtype = min((jnp.result_type(*jax.tree.leaves(diff)), self.out_dtype),
+                         key=lambda d: -eps_of(d))
+
+    def shapes(self) -> str:
+        return ", ".join(f"{n} {s}" for n, s in self.in_leaves)
+
+    def call_args(self, diff) -> list:
+        """Every argument, the differentiable ones taken from ``diff``."""
+        it = iter(diff)
+        return [a if i in self.static else next(it) for i, a in enumerate(self.args)]
+
+    def full(self, f):
+        """``f`` of the differentiable arguments only."""
+        return lambda *diff: f(*self.call_args(diff))
+
+    def flat(self, f, dtype):
+        """``f`` as a map of flat vectors at ``dtype``: x (n,) -> y (m,)."""
+        def g(x):
+            diff = cast(self.unravel(x), dtype)
+            return ravel_pytree(cast(f(*self.call_args(diff)), dtype))[0]
+        return g
+
+
+def _check_structure(got, prob: Problem) -> tuple:
+    """A user's VJP returned one cotangent per differentiable input, shaped like it."""
+    got = tuple(got) if isinstance(got, (tuple, list)) and (
+        len(prob.diff) > 1 or not isinstance(prob.diff[0], (tuple, list))) else (got,)
+    if len(got) != len(prob.diff):
+        raise DerivativeInputError(f"vjp returned {len(got)} cotangents for "
+                                   f"{len(prob.diff)} differentiable inputs "
+                                   f"({', '.join(prob.names)})")
+    for name, want, have in zip(prob.names, prob.diff, got):
+        if jax.tree.structure(want) != jax.tree.structure(have):
+            raise DerivativeInputError(f"vjp's cotangent for {name} has structure "
+                                       f"{jax.tree.structure(have)}; {name} has "
+                                       f"{jax.tree.structure(want)}")
+        for leaf_name, w, h in zip(_leaf_names(want, name), jax.tree.leaves(want),
+                                   jax.tree.leaves(have)):
+            if np.shape(w) != np.shape(h):
+                raise DerivativeInputError(f"vjp's cotangent for {leaf_name} has shape "
+                                           f"{np.shape(h)}; {leaf_name} has shape "
+                                           f"{np.shape(w)}")
+    return got
+
+
+def rule(prob: Problem, f, vjp, jvp, dtype):
+    """What JAX uses to differentiate ``f`` at ``dtype``, on flat vectors:
+    ``(reverse, forward)``, u (m,) -> (n,) and t (n,) -> (m,); forward is None where
+    the rule has no forward mode (a custom_vjp)."""
+    x = jnp.asarray(prob.x, dtype)
+    primals = cast(prob.unravel(x), dtype)
+    if vjp is not None:
+        def reverse(u):
+            got = vjp(*prob.call_args(primals), cast(prob.unravel_out(u), dtype))
+            return ravel_pytree(cast(_check_structure(got, prob), dtype))[0]
+        return reverse, None
+    if jvp is not None:
+        def forward(t):
+            _, out = jvp(tuple(prob.call_args(primals)),
+                         tuple(cast(prob.unravel(t), dtype)))
+            return ravel_pytree(cast(out, dtype))[0]
+        def reverse(u):  # JAX transposes a custom_jvp rule the same way
+            try:
+                return jax.linear_transpose(forward, x)(u)[0]
+            except (NotImplementedError, TypeError, ValueError) as e:
+                raise DerivativeInputError(
+                    "jvp's tangent output is not linear in the input tangents, so it is no "
+                    f"derivative ({first_line(e)})") from None
+        return reverse, forward
+    g = prob.flat(f, dtype)
+    _, pullback = jax.vjp(g, x)
+    try:
+        jax.jvp(g, (x,), (jnp.zeros_like(x),))
+        forward = lambda t: jax.jvp(g, (x,), (t,))[1]  # noqa: E731
+    except TypeError:  # a custom_vjp inside: reverse mode only
+        forward = None
+    return (lambda u: pullback(u)[0]), forward
+
+
+def autodiff(prob: Problem, P, U, dtype, full: bool):
+    """``U @ J`` by autodiff of the rule-free ``P`` at ``dtype``: reverse mode, or forward
+    mode where reverse is not defined (a ``lax.while_loop``); None when only forward
+    mode works and the Jacobian is too large to build."""
+    g = prob.flat(P, dtype)
+    x = jnp.asarray(prob.x, dtype)
+    U = jnp.asarray(U, dtype)
+    try:
+        _, pullback = jax.vjp(g, x)
+        return np.asarray(jax.vmap(lambda u: pullback(u)[0])(U), np.float64), "reverse"
+    except (TypeError, ValueError, NotImplementedError):
+        if not full:
+            return None, "forward"
+        J = jax.vmap(lambda t: jax.jvp(g, (x,), (t,))[1])(jnp.eye(x.size, dtype=dtype))
+        return np.asarray(U, np.float64) @ np.asarray(J, np.float64).T, "forward"
