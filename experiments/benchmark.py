@@ -13,7 +13,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -23,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
-from experiments.common import quick_mode, rss_peak, write_json  # noqa: E402
+from experiments.common import quick_mode, rss_peak, run_python, write_json  # noqa: E402
 from mlp_jax import data, optim, parallel, sweep, train  # noqa: E402
 from mlp_jax.spec import NORMS  # noqa: E402
 
@@ -328,9 +327,8 @@ for name, t in variants.items():
     print(f"  {name:16s} {t:6.2f} s  (x{t_seq / t:.2f} throughput)")
 
 
-child = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--memory-child",
-                        str(MEMORY_N)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+child = run_python(["-m", "experiments.benchmark", "--memory-child", str(MEMORY_N)],
+                   capture_output=True, text=True)
 mem = json.loads(child.stdout.strip().splitlines()[-1])
 mem["ratio"] = (mem["peak_bytes"] - mem["baseline_bytes"]) / mem["dataset_bytes"]
 results["memory"] = mem

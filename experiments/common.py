@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
+from mlp_jax.lifetime import end_with_starter
+
+end_with_starter()  # an experiment started by the tests or by another experiment
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(args: list[str], **options) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a child process from the repository's root, which ends with
+    this process however it ends (a killed experiment leaves nothing running: the
+    child calls ``mlp_jax.lifetime.end_with_starter``)."""
+    env = dict(options.pop("env", os.environ), MLP_JAX_PARENT=str(os.getpid()))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, **options)
 
 
 def rss_peak() -> int:

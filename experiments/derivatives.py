@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 
@@ -35,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
-from experiments.common import quick_mode, write_json, write_readme_block  # noqa: E402
+from experiments.common import quick_mode, run_python, write_json, write_readme_block  # noqa: E402
 from experiments.derivative_corpus import CORRECT, WRONG  # noqa: E402
 from mlp_jax.gradmatrix import run_cells  # noqa: E402
 
@@ -209,6 +208,7 @@ def scaled_item(item) -> dict:
 
 BIG_CHILD = """
 import time, jax, jax.numpy as jnp, numpy as np, mlp_jax as mj
+from mlp_jax.lifetime import end_with_starter; end_with_starter()
 from experiments.derivative_corpus import _layernorm, _layernorm_vjp
 def hwm():
     return int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024
@@ -225,9 +225,8 @@ print(time.perf_counter() - t, r.passed, base, hwm(), r.mode)
 def big_check(rows: int = 1000) -> dict:
     """Layer norm's hand VJP on ``rows`` x 1000 float32 inputs (10^6 for 1000 rows), in a
     child process: time and peak memory."""
-    proc = subprocess.run([sys.executable, "-c", BIG_CHILD.replace("ROWS", str(rows))],
-                          capture_output=True, text=True, timeout=1800,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = run_python(["-c", BIG_CHILD.replace("ROWS", str(rows))], capture_output=True,
+                      text=True, timeout=1800)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     seconds, passed, base, peak, *mode = proc.stdout.split()

@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,13 @@ from jax.flatten_util import ravel_pytree
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
-from experiments.common import figure_path, quick_mode, write_json, write_readme_block  # noqa: E402
+from experiments.common import (  # noqa: E402
+    figure_path,
+    quick_mode,
+    run_python,
+    write_json,
+    write_readme_block,
+)
 from experiments.derivations import DERIVATIONS, draws, problem, scaled_tanh  # noqa: E402
 
 QUICK = quick_mode()
@@ -152,9 +157,8 @@ def big_net(which: str) -> dict:
 
 
 def in_child(which: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "experiments.gradcheck_anchors", "--big", which],
-                          capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = run_python(["-m", "experiments.gradcheck_anchors", "--big", which],
+                      capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{which} on the big net failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from experiments.common import figure_path, quick_mode, rss_peak, write_json
+from experiments.common import figure_path, quick_mode, rss_peak, run_python, write_json
 
 N, D, C = (20_000 if quick_mode() else 1_000_000), 100, 10
 SMALL = 2_000  # the same command on a small file: what does not grow with the data
@@ -70,10 +69,9 @@ def main():
             if n not in sizes:
                 sizes[n] = write(path, n)
             size = sizes[n]
-            proc = subprocess.run([sys.executable, "-m", "experiments.own_data", "--child",
-                                   what.split("_")[0], path] + (["--quick"] if quick else []),
-                                  capture_output=True, text=True,
-                                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            proc = run_python(["-m", "experiments.own_data", "--child", what.split("_")[0],
+                               path] + (["--quick"] if quick else []),
+                              capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-3000:])
             r = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,11 +13,11 @@ sentence.
 
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "experiments", "results")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.common import RESULTS, ROOT, run_python  # noqa: E402
+
 SCRIPTS = ["headline", "nonlinearity", "activations", "saturation", "dead_relu",
            "single_neuron", "capacity", "universal", "depth", "normalization"]
 START, END = "<!-- experiments:start -->", "<!-- experiments:end -->"
@@ -473,7 +473,7 @@ if __name__ == "__main__":
     if "--run" in sys.argv:
         for name in SCRIPTS:
             print(f"== {name}", flush=True)
-            subprocess.run([sys.executable, "-m", f"experiments.{name}"], cwd=ROOT, check=True)
+            run_python(["-m", f"experiments.{name}"], check=True)
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()
     text = rewrite(text, START, END, section())

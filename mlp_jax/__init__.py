@@ -7,46 +7,58 @@
     opt = mj.optim.adam(1e-3)
 """
 
-from . import (
-               activations,
-               checkpoint,
-               data,
-               derivative,
-               diagnostics,
-               files,
-               inference,
-               layers,
-               losses,
-               network,
-               optim,
-               parallel,
-               sweep,
-               train,
-)
-from .activations import ACTIVATION_NAMES, Activation
-from .backprop import backprop, per_example_backprop
-from .derivative import (
-    DerivativeInputError,
-    DerivativeReport,
-    assert_derivative,
-    check_derivative,
-)
-from .gradcheck import GradCheckReport, check_grads, finite_differences, rel_error
-from .inference import Predictions, predict
-from .losses import LOSS_NAMES, Loss
-from .network import forward, init_params, init_stats, loss
-from .spec import Hyper, MLPSpec
-from .train import TrainState, evaluate, fit, make_train_step
-from .validate import validate
+import importlib
+import sys
+import types
 
-__all__ = [
-    "ACTIVATION_NAMES", "LOSS_NAMES", "Activation", "DerivativeInputError", "DerivativeReport",
-    "GradCheckReport", "Hyper", "Loss", "MLPSpec", "assert_derivative", "check_derivative",
-    "TrainState", "activations", "backprop", "check_grads", "checkpoint", "data", "derivative",
-    "Predictions", "diagnostics", "evaluate", "files", "finite_differences", "fit", "forward",
-    "inference", "init_params", "init_stats", "layers", "loss", "losses", "make_train_step",
-    "network",
-    "optim", "parallel", "per_example_backprop", "predict", "rel_error", "sweep", "train",
-    "validate",
-]
+# Names are imported when first used (PEP 562): ``import mlp_jax`` and the command line's
+# start-up import nothing heavy (no jax) until something needs it.
+_FROM = {
+    "activations": ("ACTIVATION_NAMES", "Activation"),
+    "backprop": ("backprop", "per_example_backprop"),
+    "derivative": ("DerivativeInputError", "DerivativeReport", "assert_derivative",
+                   "check_derivative"),
+    "gradcheck": ("GradCheckReport", "check_grads", "finite_differences"),
+    "passrule": ("rel_error",),
+    "inference": ("Predictions", "predict"),
+    "losses": ("LOSS_NAMES", "Loss"),
+    "network": ("forward", "init_params", "init_stats", "loss"),
+    "spec": ("Hyper", "MLPSpec"),
+    "train": ("TrainState", "evaluate", "fit", "make_train_step"),
+    "validate": ("validate",),
+}
+_WHERE = {name: module for module, names in _FROM.items() for name in names}
+_MODULES = ("activations", "checkpoint", "data", "derivative", "diagnostics", "files",
+            "inference", "layers", "losses", "network", "optim", "parallel", "sweep",
+            "train")
+
+__all__ = sorted([*_WHERE, *_MODULES])
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``backprop`` or ``validate`` binds the module to that name
+    here; the package's name stays the function of the same name."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import Preprocessing
+from .lifetime import whole_write
 from .network import init_stats
 from .spec import MLPSpec
 from .validate import param_shapes
@@ -91,6 +92,11 @@ def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None, best_
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     prefix = f".{os.path.basename(path)}-"
+    with whole_write():  # Ctrl-C waits for the file to be whole
+        _save_atomic(path, directory, prefix, info, arrays)
+
+
+def _save_atomic(path, directory, prefix, info, arrays) -> None:
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -9,8 +9,6 @@ import re
 import sys
 import time
 
-import numpy as np
-
 
 def _load_function(where: str):
     """``module:name`` or ``path/to/file.py:name`` -> the function."""
@@ -188,7 +186,7 @@ def _numbers(kind, what: str, *, positive: bool = False, unique: bool = False,
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}; got {text!r}"
                                              ) from None
-        if any(not (v > 0 if positive else v >= 0) for v in values):
+        if any(not (v > 0 if positive else v >= 0) or v == float("inf") for v in values):
             raise argparse.ArgumentTypeError(f"values must be {'> 0' if positive else '>= 0'}; "
                                              f"got {text!r}")
         if most is not None and any(v > most for v in values):
@@ -217,12 +215,15 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive(kind):
+def _positive(kind, *, zero: bool = False):
+    """One finite number > 0 (``zero``: >= 0)."""
     def parse(text):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if zero else '>'} "
+                                             f"0; got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own errors
     return parse
 
 
@@ -252,6 +253,8 @@ def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
 
 def _binary_labels(ds, spec):
     """A binary loss on a 2-class dataset: class 1 -> 1, class 0 -> 0 (logistic) or -1 (hinge)."""
+    import numpy as np
+
     from .losses import BINARY01, BINARY_PM1
 
     kind = spec.loss_fn.labels
@@ -520,10 +523,13 @@ def _make_out(path: str) -> None:
 
 
 def _write_atomic(path: str, text: str) -> None:
+    from .lifetime import whole_write
+
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with whole_write():
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
 
 
 def _sweep(args) -> int:
@@ -612,11 +618,11 @@ def _sweep(args) -> int:
         bar.unit = "config"
 
     def record(spec, part):
-        new = []
+        new, gone = [], part.diverged()
         for i, c in enumerate(part.configs):
             row = dict(zip(SWEEP_AXES, key(c)))
             row["final_loss"] = float(part.losses[i, -1].mean())
-            row["diverged"] = not bool(np.isfinite(part.losses[i]).all())
+            row["diverged"] = bool(gone[i])
             # the test split is never looked at while choosing
             row.update(_summarize(part.params_of(i), ds, spec, Hyper(*key(c)[2:]),
                                   ("train", "val"), part.stats_of(i)))
@@ -648,14 +654,17 @@ def _sweep(args) -> int:
 
     rows.sort(key=lambda r: (r["diverged"], -r[metric], r.get("val_loss", r["train_loss"])))
     best = rows[0]
+    n_diverged = sum(r["diverged"] for r in rows)
     command = _train_command(args, best)
     columns = list(SWEEP_AXES) + [k for k in ("final_loss", "train_loss", "train_acc",
                                               "val_loss", "val_acc", "diverged") if k in best]
     _write_atomic(paths["sweep.csv"], ",".join(columns) + "\n" + "".join(
         ",".join(str(r[k]) for k in columns) + "\n" for r in rows))
     _write_atomic(paths["sweep.json"], json.dumps(
-        dict(options=fixed, metric=metric, seconds=round(elapsed, 2), best=best,
-             best_command=command, rows=rows), indent=1))
+        dict(options=fixed, metric=metric, seconds=round(elapsed, 2), diverged=n_diverged,
+             best=None if best["diverged"] else best,
+             best_command=None if best["diverged"] else command, rows=rows),
+        indent=1))
     plot = _plot_sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
                        "configurations")
     if not args.quiet:
@@ -663,9 +672,17 @@ def _sweep(args) -> int:
         for rank, r in enumerate(rows[:10], 1):
             print(f"{rank:>4}  " + "".join(f"{r[k]:>12.4g}" for k in columns[:-1])
                   + ("  diverged" if r["diverged"] else ""))
-        print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}")
+        if n_diverged:
+            print(f"\n{n_diverged} of {len(rows)} configurations diverged (ranked last): a "
+                  f"loss not finite, or above {train.DIVERGED:g} x max(1, its first value)")
+        if not best["diverged"]:
+            print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}")
         print(f"{elapsed:.1f} s; wrote {paths['sweep.csv']}, {paths['sweep.json']}"
               + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for sweep.png)"))
+    if best["diverged"]:
+        print(f"mlp-jax: every configuration diverged (results in {args.out}): lower the "
+              "learning rates", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -820,6 +837,8 @@ def _predict(args) -> int:
     import csv
     import io
 
+    import numpy as np
+
     from . import inference
 
     path, ck = _checkpoint(args.checkpoint)
@@ -939,7 +958,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning-rate schedule over the run")
         c.add_argument("--lr-decay", type=_positive(float), default=0.95,
                        help="per-epoch factor of the step and exponential schedules")
-        c.add_argument("--warmup", type=int, default=0, help="warm-up epochs (warmup_cosine)")
+        c.add_argument("--warmup", type=_positive(int, zero=True), default=0,
+                       help="warm-up epochs (warmup_cosine)")
         c.add_argument("--clip", type=_positive(float), help="clip gradients to this global norm")
         c.add_argument("--epochs", type=_positive(int), default=100,
                        help="passes over the training split")
@@ -972,15 +992,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "every option may change but the network's shapes")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
     p = t.add_argument_group("data parallel (see README: Scaling out)")
-    p.add_argument("--devices", type=int, default=1,
+    p.add_argument("--devices", type=_positive(int, zero=True), default=1,
                    help="devices to shard each batch over (0: all, across every process)")
     p.add_argument("--form", choices=("shard_map", "gspmd"), default="shard_map",
                    help="each shard's gradients (--grad) averaged by pmean in shard_map, or "
                         "the ordinary step partitioned by GSPMD (train.FORMS)")
     p.add_argument("--coordinator", help="host:port of process 0 (or MLP_JAX_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, help="processes in the job "
+    p.add_argument("--num-processes", type=_positive(int), help="processes in the job "
                    "(or MLP_JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, help="this process, 0..n-1 (or MLP_JAX_PROCESS_ID)")
+    p.add_argument("--process-id", type=_positive(int, zero=True),
+                   help="this process, 0..n-1 (or MLP_JAX_PROCESS_ID)")
     p.add_argument("--dist-timeout", type=_positive(int), default=60,
                    help="seconds to wait for every process to join")
     t.set_defaults(func=_train)
@@ -994,7 +1015,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "chunk, sharded over every core or device. Results are kept as each "
                        "chunk ends; --resume finishes a stopped sweep.")
     problem_options(w)
-    w.add_argument("--lr", type=_values(float), default="1e-3", metavar="LRS",
+    w.add_argument("--lr", type=_numbers(float, "learning rates like 1e-3,3e-3", positive=True,
+                                         unique=True), default="1e-3", metavar="LRS",
                    help="learning rates, comma-separated")
     w.add_argument("--reg", type=_values(float), default="1e-3", metavar="REGS",
                    help="L2 strengths")
@@ -1009,7 +1031,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of the grid, N random points between each list's smallest "
                         "and largest value (lr and reg log-uniform), each run for every seed")
     w.add_argument("--search-seed", type=_seed, default=0, help="seed of the --random points")
-    w.add_argument("--devices", type=int, default=0,
+    w.add_argument("--devices", type=_positive(int, zero=True), default=0,
                    help="devices to shard the configurations over (0: all; on CPU one per "
                         "core)")
     w.add_argument("--batching", choices=("vmap", "map"),
@@ -1088,27 +1110,46 @@ def _supervise(argv: list[str], args) -> int:
     return code
 
 
-def _interrupted(out: str | None):
-    """Ctrl-C: one line and exit status 130, at once. What was saved stays whole (every
-    write is atomic or re-read with --resume), and leaving with os._exit skips unwinding
-    through a compilation in flight (a KeyboardInterrupt there crashed the interpreter)."""
-    def handler(signum, frame):
-        where = f"; what was saved in {out} stays, and --resume continues it" if out else ""
-        print(f"mlp-jax: interrupted{where}", file=sys.stderr, flush=True)
-        os._exit(130)
-    return handler
+def _interrupt_message(out: str | None) -> str:
+    where = f"; what was saved in {out} stays, and --resume continues it" if out else ""
+    return f"mlp-jax: interrupted{where}"
 
 
 def main(argv=None) -> int:
+    """The command line. Run as the program (``argv`` None), Ctrl-C ends it at once, from
+    before anything heavy is imported (:func:`lifetime.exit_on_interrupt`); called from
+    Python with ``argv``, a handler does the same for the call's length. Either way: one
+    line, exit status 130; what was saved stays whole (every write is atomic or re-read
+    with --resume; one in flight finishes first)."""
     import signal
 
+    from . import lifetime
+
+    worker = bool(os.environ.get("MLP_JAX_WORKER"))
+    program = argv is None and not worker
+    if program:
+        lifetime.end_with_starter()
+    if worker:  # a supervised worker: its supervisor reports, and it ends with it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    elif program:
+        lifetime.exit_on_interrupt()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command in ("train", "sweep") and args.out is None:
         name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.dataset
         args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "") + name)
-    previous = signal.signal(signal.SIGINT, _interrupted(getattr(args, "out", None)))
+    message = _interrupt_message(getattr(args, "out", None))
+    if program:
+        lifetime.exit_on_interrupt(message)
+    if program or worker:
+        return _run(argv, args)
+
+    def handler(signum, frame):
+        with lifetime.whole_write():
+            print(message, file=sys.stderr, flush=True)
+            os._exit(130)  # not unwinding through a compilation in flight
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         return _run(argv, args)
     finally:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
-import queue as _queue
 import signal
 from dataclasses import asdict, dataclass
 
@@ -277,11 +278,11 @@ def random_sweep(cells: int, seed: int = 0, draws: int = 4, workers: int = 1,
 
 
 # --- Running many checks on worker processes. ----------------------------------
-def _work(fn, items, queue, parent: int) -> None:
+def _work(fn, items, conn, parent: int) -> None:
     die_with_parent(parent)  # a killed run leaves no worker behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report
     for i, item in items:
-        queue.put((i, fn(item)))
+        conn.send((i, fn(item)))
 
 
 def run_cells(fn, items: list, workers: int = 1, progress=None) -> list:
@@ -289,7 +290,9 @@ def run_cells(fn, items: list, workers: int = 1, progress=None) -> list:
 
     ``fn`` must be a module-level function (workers import it). Each worker
     takes a contiguous block, so neighbouring items (the matrix orders its
-    cells by activation) reuse the same worker's compiled ops.
+    cells by activation) reuse the same worker's compiled ops. Results come back
+    through one pipe per worker (no semaphores: a run interrupted or killed leaves
+    nothing for the resource tracker to report).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive number of processes; got {workers!r}")
@@ -303,27 +306,43 @@ def run_cells(fn, items: list, workers: int = 1, progress=None) -> list:
     size = -(-len(items) // workers)
     indexed = list(enumerate(items))
     ctx = multiprocessing.get_context("spawn")  # fork and XLA's threads don't mix
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_work, args=(fn, indexed[w * size:(w + 1) * size], queue,
-                                                        os.getpid()),
-                         daemon=True) for w in range(workers)]
-    for p in procs:
-        p.start()
+    procs, readers = {}, []
+    # Workers start with SIGINT blocked (Ctrl-C is the parent's to report; they ignore it
+    # once running). Starting multiprocessing's resource tracker unblocks SIGINT in this
+    # thread, so it goes first; the mask is restored after.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    multiprocessing.resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    for w in range(workers):
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_work, daemon=True, args=(
+            fn, indexed[w * size:(w + 1) * size], writer, os.getpid()))
+        proc.start()
+        writer.close()  # the worker's end: EOF here when the worker ends
+        readers.append(reader)
+        procs[reader] = proc
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
-        while len(done) < len(items):
-            try:
-                i, result = queue.get(timeout=5)
-            except _queue.Empty:
-                # A worker that ended, in error or before its block was done, sends no more.
-                if all(p.exitcode is not None for p in procs) or \
-                        any(p.exitcode not in (None, 0) for p in procs):
-                    raise RuntimeError("a gradcheck worker process died; rerun with "
-                                       "--workers 1 to see its error") from None
-                continue
-            done[i] = result
-            if progress:
-                progress(len(done), len(items))
+        while readers:
+            for reader in multiprocessing.connection.wait(readers):
+                try:
+                    i, result = reader.recv()
+                except EOFError:  # that worker ended: with its block done, or in error
+                    readers.remove(reader)
+                    procs[reader].join(timeout=10)
+                    if procs[reader].exitcode != 0:
+                        break
+                    continue
+                done[i] = result
+                if progress:
+                    progress(len(done), len(items))
+            if len(done) < len(items) and any(procs[r].exitcode not in (None, 0)
+                                               for r in procs):
+                break
+        if len(done) < len(items):
+            raise RuntimeError("a gradcheck worker process died; rerun with --workers 1 "
+                               "to see its error")
     finally:
-        for p in procs:
+        for p in procs.values():
             p.terminate()
     return [done[i] for i in range(len(items))]

@@ -1,10 +1,16 @@
-"""Processes the library starts end with the process that started them."""
+"""Processes the library starts end with the process that started them, and Ctrl-C
+ends the command line at once."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
+from contextlib import contextmanager
+
+_WRITING = threading.Lock()  # held while a file is written: an interrupt waits for it
+_MESSAGE = ["mlp-jax: interrupted"]
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -22,3 +28,48 @@ def die_with_parent(parent: int | None = None) -> None:
         return
     if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+def end_with_starter() -> None:
+    """A process started with ``MLP_JAX_PARENT=PID`` in its environment by that process
+    (the test suite and the experiments set it for their children) dies with it: the
+    command line and the experiments call this first."""
+    parent = os.environ.get("MLP_JAX_PARENT", "")
+    if parent.isdigit() and int(parent) == os.getppid():
+        die_with_parent(int(parent))
+
+
+@contextmanager
+def whole_write():
+    """Around a file's write: an interrupt arriving meanwhile waits until it is done."""
+    with _WRITING:
+        yield
+
+
+def exit_on_interrupt(message: str | None = None) -> None:
+    """From now on, SIGINT (Ctrl-C) prints the message and exits with status 130 at once,
+    whatever the main thread is doing. (A Python signal handler runs only between the
+    main thread's bytecodes: it waits out a compilation or a training step inside XLA,
+    and a KeyboardInterrupt raised inside a callback, such as JAX's garbage-collection
+    hook, is printed as "ignored" and the run goes on.) SIGINT is blocked in this thread,
+    and so in every thread and process started after it (processes that should see it
+    unblock it); one thread waits for it. A write inside :func:`whole_write` finishes
+    first. Call it again to change the message."""
+    if message is not None:
+        _MESSAGE[0] = message
+    if any(t.name == "mlp-jax-interrupt" for t in threading.enumerate()):
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def wait():
+        signal.sigwait({signal.SIGINT})
+        with _WRITING:
+            os.write(2, (_MESSAGE[0] + "\n").encode())
+            os._exit(130)
+
+    threading.Thread(target=wait, name="mlp-jax-interrupt", daemon=True).start()
+
+
+def unblock_interrupt() -> None:
+    """In a child process (``preexec_fn``): SIGINT delivered again, as by default."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from .optim import GradientTransformation
 from .parallel import axis_mesh
 from .spec import Hyper, MLPSpec
-from .train import evaluate, init_state, run_epochs
+from .train import diverged, evaluate, init_state, run_epochs
 
 HYPER_FIELDS = Hyper._fields  # ("reg", "dropout", "input_noise")
 BATCHING = {"cpu": "map"}  # per backend; "vmap" elsewhere (measured, module docstring)
@@ -45,6 +45,10 @@ class SweepResult(NamedTuple):
     def final_loss(self) -> np.ndarray:
         """Mean minibatch loss over each configuration's last epoch, ``(configs,)``."""
         return self.losses[:, -1, :].mean(axis=1)
+
+    def diverged(self) -> np.ndarray:
+        """Which configurations diverged (:func:`mlp_jax.train.diverged`), ``(configs,)``."""
+        return np.array([diverged(losses) is not None for losses in self.losses], bool)
 
     def params_of(self, i: int):
         return jax.tree.map(lambda a: a[i], self.params)

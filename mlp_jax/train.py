@@ -275,8 +275,34 @@ def evaluate(params, X, Y, spec: MLPSpec, hyper: Hyper | None = None,
     return total / n + float(l2_penalty(params, hyper.reg)), correct / n
 
 
+DIVERGED = 1e3  # an epoch's mean loss this many times max(1, the first minibatch's) diverged
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
+    """The loss diverged (see :func:`diverged`); the message names where."""
+
+
+def diverged(losses, first: float | None = None, epoch0: int = 0) -> str | None:
+    """Why minibatch ``losses`` (epochs, steps) show a diverged run, or None: a loss that
+    is NaN or infinite, or an epoch's mean above ``DIVERGED`` times ``max(1, first)``,
+    ``first`` the loss of the run's first minibatch (before any update: the loss at
+    initialization; default ``losses[0, 0]``). An exploding loss can stay finite for a
+    long time (Adam at lr 1e9 ends at 1e18), which a NaN test alone does not see.
+    ``epoch0``: the epochs done before ``losses`` (the message numbers from it)."""
+    losses = np.asarray(losses, np.float64)
+    first = float(losses.flat[0]) if first is None else first
+    if not np.isfinite(losses).all():
+        bad = int(np.argmax(~np.isfinite(losses.ravel())))
+        e, s = divmod(bad, losses.shape[-1])
+        return (f"loss became {losses.ravel()[bad]} at epoch {epoch0 + e + 1}, step {s + 1} "
+                f"of {losses.shape[-1]}")
+    means = losses.mean(axis=-1)
+    limit = DIVERGED * max(1.0, abs(first))
+    if (means > limit).any():
+        e = int(np.argmax(means > limit))
+        return (f"loss rose to {means[e]:.3g} in epoch {epoch0 + e + 1}, over {DIVERGED:g} x "
+                f"max(1, its first value {first:.3g})")
+    return None
 
 
 @dataclasses.dataclass
@@ -339,7 +365,8 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
       (where the optimizer exposes one) and ``time`` (seconds since start).
 
     Raises:
-      TrainingDiverged: the loss became non-finite; the last good checkpoint stays.
+      TrainingDiverged: the loss became non-finite or exploded (:func:`diverged`); the
+        last good checkpoint stays.
       parallel.PeerFailure: another process of the job died or became unreachable.
     """
     from . import checkpoint as ckpt
@@ -395,6 +422,7 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     epoch = int(state.step) // per_epoch
     t0 = time.perf_counter() - (history[-1]["time"] if history else 0.0)
     bar = _progress_bar(progress, epochs, spec.activation_name)
+    first = None  # the first minibatch's loss: divergence is judged against it
     if bar is not None:
         bar.update(epoch)
     try:
@@ -412,15 +440,13 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
                     f"process {jax.process_index()} of {jax.process_count()}: a collective "
                     f"failed after epoch {epoch} (a peer died or became unreachable): "
                     f"{str(e).splitlines()[0][:200]}") from e
-            if not np.isfinite(losses).all():
-                bad = int(np.argmax(~np.isfinite(losses.ravel())))
-                e, s = divmod(bad, per_epoch)
+            first = losses.flat[0] if first is None else first
+            why = diverged(losses, first, epoch)
+            if why is not None:
                 where = f" ({checkpoint_path} holds epoch {epoch})" if checkpoint_path and \
                     os.path.exists(checkpoint_path) else ""
-                raise TrainingDiverged(
-                    f"loss became {losses.ravel()[bad]} at epoch {epoch + e + 1}, step {s + 1} "
-                    f"of {per_epoch} (update {int(state.step) + bad + 1}); the last good "
-                    f"state is kept{where}. Lower the learning rate or check the data.")
+                raise TrainingDiverged(f"{why}; the last good state is kept{where}. Lower the "
+                                       "learning rate or check the data.")
             placed = (new_placed, *placed[1:])
             state = new_placed if mesh is None else parallel.host_state(new_placed)
             epoch += n

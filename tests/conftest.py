@@ -12,6 +12,9 @@ import mlp_jax as mj
 # TF32 by default (about 3 decimal digits), which those comparisons would measure instead:
 # ask for float32 products. No effect on CPU.
 jax.config.update("jax_default_matmul_precision", "float32")
+# The command lines and experiments the tests start end with the test process, however
+# it ends (mlp_jax.lifetime.end_with_starter).
+os.environ["MLP_JAX_PARENT"] = str(os.getpid())
 
 
 @pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")

@@ -15,7 +15,7 @@ from mlp_jax import cli
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["train", "--lr", "-1"], "must be > 0"),
+    (["train", "--lr", "-1"], "must be a finite number > 0"),
     (["train", "--hidden", "abc"], "comma-separated widths"),
     (["train", "--activation", "relux"], "invalid choice"),
     (["train", "--dataset", "cifar10"], "needs --data-dir"),
@@ -275,7 +275,7 @@ def test_cli_random_sweep_draws_within_the_lists_ranges(tmp_path):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--lr", "0.1,x"], "comma-separated floats"),
+    (["--lr", "0.1,x"], "comma-separated learning rates"),
     (["--reg", "-1"], "must be >= 0"),
     (["--dropout", "0,1.5"], r"drop probability in \[0, 1\)"),
     (["--devices", "64"], "--devices 64: asked for 64 devices"),
@@ -315,3 +315,63 @@ def test_cli_resume_refuses_other_options_and_damaged_checkpoints(tmp_path, caps
     assert cli.main(base + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("mlp-jax: error: cannot resume:"), err
+
+
+def _typed_options(command: str) -> list[str]:
+    """Every option of ``command`` that takes a number (or numbers), from the parser
+    itself: an option added later is enumerated too."""
+    sub = next(a for a in cli.build_parser()._actions
+               if isinstance(a, __import__("argparse")._SubParsersAction))
+    return [a.option_strings[0] for a in sub.choices[command]._actions
+            if a.option_strings and a.type is not None and a.option_strings[0] != "--shapes"]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "gradcheck"])
+def test_every_numeric_option_refuses_nonsense_in_one_line(command, tmp_path, capsys):
+    """Every numeric option, each value no option can mean (negative, NaN, infinite,
+    beyond float64, not a number): one line, exit status 2, nothing written. Found this
+    way: --lr-decay took nan and inf, --warmup took -1, sweep's --lr took 0."""
+    base = {"train": ["train", "--dataset", "spiral", "--epochs", "1", "--quiet"],
+            "sweep": ["sweep", "--dataset", "spiral", "--epochs", "1", "--quiet"],
+            "gradcheck": ["gradcheck", "--random", "1", "--quiet"]}[command]
+    options = _typed_options(command)
+    assert len(options) >= {"train": 15, "sweep": 15, "gradcheck": 5}[command]
+    for option in options:
+        for value in ("-1", "nan", "inf", "1e400", "abc"):
+            out = tmp_path / f"{option}{value}"
+            argv = base + [option, value] + (["--out", str(out)] if command != "gradcheck"
+                                             else [])
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:
+                code = e.code
+            err = capsys.readouterr().err.strip()
+            assert code == 2, (option, value, code, err[-500:])
+            assert len(err.splitlines()) == 1 and "Traceback" not in err, (option, value, err)
+            assert not out.exists(), (option, value)
+
+
+@pytest.mark.slow
+def test_an_exploding_loss_stops_training_and_is_never_the_best_of_a_sweep(tmp_path, capsys):
+    """Adam at lr 1e9 keeps a finite loss (1e18-1e20) and, on digits, a *higher*
+    validation accuracy than lr 1e-3 after 5 epochs: main exited 0 and ranked it first.
+    Now: train stops (exit 1, one line); the sweep ranks it last, says how many
+    diverged, and recommends the sane one; a sweep where all diverge exits 1."""
+    base = ["--dataset", "digits", "--hidden", "32", "--quiet"]
+    assert cli.main(["train", *base, "--lr", "1e9", "--epochs", "3",
+                     "--out", str(tmp_path / "t")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "loss rose to" in err, err
+    assert cli.main(["sweep", *base, "--lr", "1e-3,1e9", "--epochs", "5",
+                     "--out", str(tmp_path / "s")]) == 0
+    table = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert table["diverged"] == 1 and table["best"]["lr"] == 1e-3
+    assert [r["diverged"] for r in table["rows"]] == [False, True]
+    assert "--lr 0.001" in table["best_command"]
+    assert cli.main(["sweep", *base, "--lr", "1e8,1e9", "--epochs", "3",
+                     "--out", str(tmp_path / "all")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("every configuration diverged (results in "
+                        f"{tmp_path / 'all'}): lower the learning rates"), err
+    table = json.loads((tmp_path / "all" / "sweep.json").read_text())
+    assert table["diverged"] == 2 and table["best"] is None and table["best_command"] is None

@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 import mlp_jax as mj
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
 from mlp_jax.passrule import Comparison, rel_error
+from tests.procs import alive, children
 from tests.readme import check_example
 from tests.timeouts import guard
 
@@ -165,9 +166,9 @@ def test_random_sweep_has_no_false_alarms(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv,match", [(["--workers", "0"], "must be > 0"),
-                                        (["--workers", "-1"], "must be > 0"),
-                                        (["--random", "0"], "must be > 0"),
+@pytest.mark.parametrize("argv,match", [(["--workers", "0"], "must be a finite number > 0"),
+                                        (["--workers", "-1"], "must be a finite number > 0"),
+                                        (["--random", "0"], "must be a finite number > 0"),
                                         (["--random", "5", "--seed", "-1"], "must be >= 0")])
 def test_gradcheck_cli_bad_counts_one_line(argv, match):
     proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "gradcheck", *argv],
@@ -535,27 +536,6 @@ def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     check_example("## Is my derivation right?")
 
 
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, ValueError):
-            continue
-        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_killed_gradcheck_leaves_no_worker_behind():
@@ -572,13 +552,13 @@ def test_killed_gradcheck_leaves_no_worker_behind():
         workers = []
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-            workers = [p for p in _children(proc.pid)
+            workers = [p for p in children(proc.pid)
                        if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(workers) == 2, "the workers never started"
         time.sleep(3)  # past start-up: they are checking
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=guard(60))
         time.sleep(2)
-        assert not [p for p in workers if _alive(p)]
+        assert not [p for p in workers if alive(p)]
     finally:
         proc.kill()

@@ -205,3 +205,22 @@ def test_half_precision_trains_and_its_checkpoints_load_back(dtype, name, tmp_pa
     assert tree_equal(back.state.params, r.state.params)
     assert {a.dtype for a in jax.tree.leaves(back.state.params)} == {jnp.dtype(dtype)}
     assert tree_equal(checkpoint.load_params(path, best=False).state, r.state.params)
+
+
+def test_diverged_sees_a_finite_explosion_and_nothing_else():
+    """The rule against hand-made loss curves: non-finite anywhere, or an epoch's mean
+    above 1000 x max(1, the first loss); a noisy but sane curve, or a rise under the
+    limit, is not divergence."""
+    sane = np.array([[2.3, 2.0, 1.9], [1.5, 3.0, 1.2], [0.9, 0.8, 0.7]])
+    assert train.diverged(sane) is None
+    assert train.diverged(sane * 900) is None  # first 2070, limit 2.07e6: not reached
+    small = np.array([[1e-3, 1e-3], [999.0, 999.0]])  # limit 1000 x max(1, 1e-3) = 1000
+    assert train.diverged(small) is None
+    assert "rose to 1e+03 in epoch 2" in train.diverged(small + [[0, 0], [2.0, 2.0]])
+    adam_1e9 = np.array([[2.3, 4e7], [1.7e18, 1.7e18]])  # main's `--lr 1e9`: finite
+    assert "in epoch 1, over 1000 x max(1, its first value 2.3)" in train.diverged(adam_1e9)
+    assert "loss became nan at epoch 7, step 2 of 3" in train.diverged(
+        np.array([[1.0, np.nan, 1.0]]), epoch0=6)
+    assert "became inf" in train.diverged(np.array([[1.0, 1.0], [np.inf, 1.0]]))
+    assert train.diverged(np.array([[5.0, 4.0]]), first=1e-3) is None  # limit 1000 x 1
+    assert train.diverged(np.array([[5e3, 4e3]]), first=1e-3) is not None

@@ -1,0 +1,89 @@
+"""Processes end with whoever started them, and Ctrl-C at any moment once the command
+line is running is one line, exit status 130, nothing left running.
+The handler is installed before anything heavy is imported (the
+tests wait for it by watching the process block SIGINT); it used to come after JAX's
+import, and an interrupt during that import was swallowed ("Exception ignored in
+_xla_gc_callback") while the run trained on to the end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.procs import alive, blocks, children, wait_until
+from tests.timeouts import guard
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's /proc")]
+
+
+def _interrupted(out=None) -> set[str]:
+    where = f"; what was saved in {out} stays, and --resume continues it"
+    return {"mlp-jax: interrupted", "mlp-jax: interrupted" + where}
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3, 1.0, 3.0])
+def test_train_interrupted_at_any_moment_stops(tmp_path, after):
+    """From the handler's first moment (Python still importing JAX) to mid-training."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
+                             "spiral", "--epochs", "200000", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: blocks(proc.pid), guard(30)), "no handler installed"
+        time.sleep(after)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=guard(60))
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (after, proc.returncode, err[-2000:])
+    assert err.strip() in _interrupted(out), err[-2000:]
+
+
+def test_gradcheck_interrupted_leaves_no_worker_and_says_one_line():
+    """Ctrl-C as a terminal sends it (to the whole process group) while two workers
+    check: one line (no worker tracebacks, no leaked-semaphore warning), exit 130, and
+    every process it started ends."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "gradcheck", "--random",
+                             "400", "--workers", "2", "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_until(lambda: len(children(proc.pid)) >= 2, guard(60), 0.1)
+        time.sleep(2)  # workers importing JAX, or checking
+        started = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=guard(60))
+        assert proc.returncode == 130, (proc.returncode, err[-2000:])
+        assert err.strip() == "mlp-jax: interrupted", err[-2000:]
+        assert wait_until(lambda: not any(alive(p) for p in started), guard(5), 0.1)
+    finally:
+        proc.kill()
+
+
+STARTER = """
+import os, subprocess, sys, time
+os.environ["MLP_JAX_PARENT"] = str(os.getpid())
+child = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset", "spiral",
+                          "--epochs", "200000", "--out", sys.argv[1], "--quiet"])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_command_started_by_the_tests_or_an_experiment_ends_with_its_starter(tmp_path):
+    """The starter (here a stand-in for a test process or an experiment, which set
+    MLP_JAX_PARENT for their children) is SIGKILLed: the command it started ends too."""
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, str(tmp_path / "run")],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(starter.stdout.readline())
+        assert wait_until(lambda: blocks(child), guard(30)), "the command never started"
+        time.sleep(1)
+        starter.kill()
+        starter.wait(timeout=guard(10))
+        assert wait_until(lambda: not alive(child), guard(5), 0.05), "the command outlived it"
+    finally:
+        starter.kill()
