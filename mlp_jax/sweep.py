@@ -176,9 +176,8 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     dtype = jnp.promote_types(spec.dtype, jnp.float32)  # float64 sweeps stay float64
     keys = jnp.stack([jax.random.key(int(c["seed"])) for c in configs])
     lrs = jnp.asarray([c["lr"] for c in configs], dtype)
-    hypers = Hyper(*(jnp.asarray([default if c.get(field) is None else c[field]
-                                  for c in configs], dtype)
-                     for field, default in zip(HYPER_FIELDS, spec.hyper())))
+    hypers = jax.tree.map(lambda *v: jnp.asarray(v, dtype),
+                          *[hyper_of(c, spec) for c in configs])
     if isinstance(mesh, str) and mesh == "all":
         mesh = config_mesh() if jax.local_device_count() > 1 else None
     n = len(configs)
@@ -204,11 +203,19 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     return SweepResult(configs, joined[0], np.concatenate([p.losses for p in parts]), joined[1])
 
 
+def hyper_of(config: dict, spec: MLPSpec) -> Hyper:
+    """A configuration's :class:`Hyper`: its own values, the spec's where it has None."""
+    return Hyper(*(default if config.get(field) is None else config[field]
+                   for field, default in zip(HYPER_FIELDS, spec.hyper())))
+
+
 def evaluate_all(result: SweepResult, X, Y, spec: MLPSpec) -> np.ndarray:
-    """``(configs, 2)``: loss and accuracy of every configuration's final params."""
-    return np.array([evaluate(result.params_of(i), X, Y, spec, stats=result.stats_of(i))
-                     for i in range(len(result.configs))])
+    """``(configs, 2)``: loss and accuracy of every configuration's final params, the loss
+    with that configuration's own ``reg`` penalty."""
+    return np.array([evaluate(result.params_of(i), X, Y, spec, hyper_of(c, spec),
+                              stats=result.stats_of(i))
+                     for i, c in enumerate(result.configs)])
 
 
 __all__ = ["BATCHING", "LOG_SCALE", "SweepResult", "config_mesh", "evaluate_all", "grid",
-           "make_sweep", "random_search", "sweep"]
+           "hyper_of", "make_sweep", "random_search", "sweep"]

@@ -166,3 +166,22 @@ def test_random_search_draws_rates_on_a_log_scale_and_the_rest_uniformly():
     assert two[0]["reg"] is None  # not given: the spec's
     with pytest.raises(ValueError, match="ranges are lr, reg, dropout, input_noise"):
         sweep.random_search(2, momentum=(0.5, 0.9))
+
+
+def test_evaluate_all_charges_each_configuration_its_own_penalty():
+    """Each row's loss is that configuration's data loss plus *its* reg * sum W^2 (numpy),
+    not the spec's reg (main reported every row with the spec's)."""
+    ds = data.spiral()
+    spec = mj.MLPSpec((2, 16, 3), reg=1e-3)
+    configs = sweep.grid(seeds=(0,), lrs=(0.1,), regs=(0.0, 0.5, None))
+    result = sweep.sweep(spec, ds, lambda lr: optim.sgd(lr), configs, epochs=2,
+                         batch_size=100)
+    rows = sweep.evaluate_all(result, ds.X_train, ds.y_train, spec)
+    for i, reg in enumerate((0.0, 0.5, 1e-3)):  # None: the spec's
+        params = result.params_of(i)
+        data_loss, acc = train.evaluate(params, ds.X_train, ds.y_train, spec,
+                                        spec.hyper()._replace(reg=0.0))
+        penalty = reg * sum(float(np.sum(np.asarray(layer["W"], np.float64) ** 2))
+                            for layer in params)
+        np.testing.assert_allclose(rows[i], [data_loss + penalty, acc], rtol=1e-5)
+    assert rows[1, 0] > rows[0, 0] + 0.1  # the penalty is there, and is large
