@@ -520,6 +520,12 @@ def _make_out(path: str) -> None:
                          "you can write") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"--out {path}: not writable; name a directory you can write")
+    from .lifetime import DirectoryInUse, hold_directory
+
+    try:
+        hold_directory(path)  # one run per directory, for the command's whole life
+    except DirectoryInUse as e:
+        raise UsageError(str(e)) from None
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -541,8 +547,6 @@ def _sweep(args) -> int:
     from . import sweep, train
     from .spec import Hyper
 
-    if args.warmup < 0:
-        raise UsageError(f"--warmup must be >= 0; got {args.warmup}")
     configs = _sweep_configs(args)
     ds, make_spec, batch_size = _problem(args)
     for c in configs:  # every value checked before anything runs
@@ -1159,6 +1163,7 @@ def main(argv=None) -> int:
 def _run(argv, args) -> int:
     if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
         return _supervise(argv, args)
+    from .lifetime import release_directories
     from .parallel import PeerFailure
 
     try:
@@ -1178,6 +1183,8 @@ def _run(argv, args) -> int:
         print(f"mlp-jax: error: {e}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)
+    finally:
+        release_directories()  # the command is over (main may be called again in-process)
     if getattr(args, "num_processes", None) and args.num_processes > 1:
         import jax
 

@@ -11,6 +11,41 @@ from contextlib import contextmanager
 
 _WRITING = threading.Lock()  # held while a file is written: an interrupt waits for it
 _MESSAGE = ["mlp-jax: interrupted"]
+_HELD: dict[str, int] = {}  # run directory -> the descriptor whose lock this process holds
+LOCK_FILE = ".lock"
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process holds the run directory (:func:`hold_directory`)."""
+
+
+def hold_directory(path: str) -> None:
+    """Lock the run directory ``path`` for this process until :func:`release_directories`
+    or its end: an exclusive ``flock`` on ``path/.lock``, which the kernel releases when
+    the process dies however it dies (no stale lock after a crash). The file holds the
+    holder's pid. Raises :class:`DirectoryInUse` naming the holder if another has it."""
+    import fcntl
+
+    key = os.path.realpath(path)
+    if key in _HELD:
+        return
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryInUse(f"{path} is in use by another run (pid {holder}); wait for it, "
+                             "or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = fd
+
+
+def release_directories() -> None:
+    """Give up every run directory this process holds."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])
 
 
 def die_with_parent(parent: int | None = None) -> None:

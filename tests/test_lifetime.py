@@ -87,3 +87,41 @@ def test_a_command_started_by_the_tests_or_an_experiment_ends_with_its_starter(t
         assert wait_until(lambda: not alive(child), guard(5), 0.05), "the command outlived it"
     finally:
         starter.kill()
+
+
+def _train(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
+                             "spiral", "--epochs", "200000", "--out", str(out), "--quiet",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_one_run_per_directory_and_no_stale_lock_after_a_crash(tmp_path):
+    """A second run (train or sweep) on a directory in use: one line naming the holder's
+    pid, exit 2, and the holder's files untouched (two runs on one --out used to delete
+    each other's checkpoint and interleave metrics.jsonl). SIGKILL the holder: the kernel
+    drops its lock, and --resume goes on at once."""
+    out = tmp_path / "run"
+    first = _train(out, "--eval-every", "1")
+    try:
+        assert wait_until(lambda: (out / "checkpoint.npz").exists(), guard(60), 0.05)
+        for argv in (["train", "--dataset", "spiral", "--overwrite", "--seed", "1"],
+                     ["sweep", "--dataset", "spiral", "--overwrite"]):
+            second = subprocess.run([sys.executable, "-m", "mlp_jax.cli", *argv, "--out",
+                                     str(out), "--quiet"], capture_output=True, text=True,
+                                    timeout=guard(120))
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert second.stderr.strip() == (
+                f"mlp-jax: error: {out} is in use by another run (pid {first.pid}); wait "
+                "for it, or choose another --out"), second.stderr
+        assert first.poll() is None and (out / "checkpoint.npz").exists()
+        first.kill()
+        first.wait(timeout=guard(10))
+        resumed = _train(out, "--resume")
+        try:
+            assert wait_until(lambda: resumed.poll() is not None or (
+                (out / ".lock").read_text().strip() == str(resumed.pid)), guard(60), 0.05)
+            assert resumed.poll() is None, resumed.communicate()[1][-2000:]
+        finally:
+            resumed.kill()
+    finally:
+        first.kill()
