@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 from typing import NamedTuple
 
@@ -23,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import Preprocessing
-from .lifetime import whole_write
 from .network import init_stats
+from .outputs import replace_whole
 from .spec import MLPSpec
 from .validate import param_shapes
 
@@ -89,33 +88,8 @@ def save(path: str, state, *, spec: MLPSpec, history=(), best_params=None, best_
         if p.mean is not None:
             arrays.update({"preprocessing.mean": np.asarray(p.mean, np.float32),
                            "preprocessing.std": np.asarray(p.std, np.float32)})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    prefix = f".{os.path.basename(path)}-"
-    with whole_write():  # Ctrl-C waits for the file to be whole
-        _save_atomic(path, directory, prefix, info, arrays)
-
-
-def _save_atomic(path, directory, prefix, info, arrays) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __info__=np.array(json.dumps(info)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        for name in os.listdir(directory):  # what a save killed mid-write left of this file
-            if name.startswith(prefix) and name.endswith(".tmp"):
-                os.unlink(os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    replace_whole(path, lambda f: np.savez(f, __info__=np.array(json.dumps(info)), **arrays))
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:

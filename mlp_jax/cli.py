@@ -71,6 +71,7 @@ def _gradcheck(args) -> int:
     from . import gradcheck as gc
     from .gradmatrix import MATRIX_DEPTHS, check_matrix, random_sweep
 
+    _writable(args.json)
     if args.function:
         return _check_function(args)
     if args.shapes or args.dtype != "float64":
@@ -111,8 +112,7 @@ def _gradcheck(args) -> int:
     if tty:
         print(file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        _write_text(args.json, json.dumps(results, indent=1))
 
     losses = list(dict.fromkeys(r["loss"] for r in sorted(results, key=lambda r: r["loss"])))
     acts = list(dict.fromkeys(r["activation"] for r in results))
@@ -375,8 +375,8 @@ def _train(args) -> int:
                         "from its params")
         rows = saved.history
     if lead:
-        with open(metrics_path, "w") as f:  # rewritten from the checkpoint on resume
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        # rewritten from the checkpoint on resume
+        _write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(state, row):
         with open(metrics_path, "a") as f:
@@ -425,8 +425,7 @@ def _train(args) -> int:
                         _summarize(result.best_params, ds, spec,
                                    stats=result.best_stats).items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    _write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
     plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
     # the final lines, --quiet or not
     final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
@@ -509,6 +508,28 @@ def _train_command(args, row) -> str:
     return shlex.join(argv + ["--out", os.path.join(args.out, "best")])
 
 
+def _writable(path: str | None) -> None:
+    """An output file named by an option can be written whole: checked before any work."""
+    from .outputs import OutputError, check_target
+
+    if path is not None:
+        try:
+            check_target(path)
+        except OutputError as e:
+            raise UsageError(str(e)) from None
+
+
+def _write_text(path: str, text: str) -> None:
+    """A file of the command's, replaced whole (:mod:`mlp_jax.outputs`); a target that
+    is not a regular file is one line."""
+    from .outputs import OutputError, write_text
+
+    try:
+        write_text(path, text)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
+
+
 def _make_out(path: str) -> None:
     """``--out``: created if need be, and writable, or one line saying why not."""
     try:
@@ -526,16 +547,6 @@ def _make_out(path: str) -> None:
         hold_directory(path)  # one run per directory, for the command's whole life
     except DirectoryInUse as e:
         raise UsageError(str(e)) from None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    from .lifetime import whole_write
-
-    tmp = f"{path}.tmp"
-    with whole_write():
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
 
 
 def _sweep(args) -> int:
@@ -593,10 +604,10 @@ def _sweep(args) -> int:
                     continue
                 done[tuple(row[k] for k in SWEEP_AXES)] = row
         # without a line a crash cut short, which the next append would run into
-        _write_atomic(paths["results.jsonl"], "".join(json.dumps(r) + "\n"
+        _write_text(paths["results.jsonl"], "".join(json.dumps(r) + "\n"
                                                       for r in done.values()))
     else:
-        _write_atomic(paths["options.json"], json.dumps(fixed, indent=1))
+        _write_text(paths["options.json"], json.dumps(fixed, indent=1))
 
     def key(c):  # a config's values as they will be stored (None: the spec's default)
         return (c["seed"], c["lr"], *(0.0 if c[k] is None else c[k] for k in SWEEP_AXES[2:]))
@@ -662,9 +673,9 @@ def _sweep(args) -> int:
     command = _train_command(args, best)
     columns = list(SWEEP_AXES) + [k for k in ("final_loss", "train_loss", "train_acc",
                                               "val_loss", "val_acc", "diverged") if k in best]
-    _write_atomic(paths["sweep.csv"], ",".join(columns) + "\n" + "".join(
+    _write_text(paths["sweep.csv"], ",".join(columns) + "\n" + "".join(
         ",".join(str(r[k]) for k in columns) + "\n" for r in rows))
-    _write_atomic(paths["sweep.json"], json.dumps(
+    _write_text(paths["sweep.json"], json.dumps(
         dict(options=fixed, metric=metric, seconds=round(elapsed, 2), diverged=n_diverged,
              best=None if best["diverged"] else best,
              best_command=None if best["diverged"] else command, rows=rows),
@@ -719,7 +730,9 @@ def _plot_sweep(rows, metric, path, title) -> str | None:
                                       if len(ok) < len(rows) else ""))
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from .outputs import replace_whole
+
+    replace_whole(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path
 
@@ -759,7 +772,9 @@ def _plot(history, path, title) -> str | None:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from .outputs import replace_whole
+
+    replace_whole(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path
 
@@ -845,6 +860,7 @@ def _predict(args) -> int:
 
     from . import inference
 
+    _writable(args.out)
     path, ck = _checkpoint(args.checkpoint)
     X, y = _own_file(args.data, ck, labels="optional")
     try:
@@ -864,7 +880,7 @@ def _predict(args) -> int:
     for i, row in enumerate(values.tolist()):
         w.writerow(([] if p.labels is None else [p.labels[i]]) + row)
     if args.out:
-        _write_atomic(args.out, text.getvalue())
+        _write_text(args.out, text.getvalue())
     else:
         sys.stdout.write(text.getvalue())
     if y is not None and p.labels is not None:
