@@ -331,6 +331,9 @@ def _optimizer(args, lr, num_examples: int):
         raise UsageError(f"{e} (from --lr, --lr-decay, --clip or --schedule)") from e
 
 
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png")  # train's
+
+
 def _train(args) -> int:
     from . import parallel
 
@@ -361,11 +364,18 @@ def _train(args) -> int:
     if os.path.exists(ckpt_path) and not args.resume and not args.overwrite and lead:
         raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to "
                          "start it again, or choose another --out")
+    if args.resume and not os.path.exists(ckpt_path):
+        raise UsageError(f"--resume: {args.out} holds no run to continue (no "
+                         "checkpoint.npz); drop --resume to start one")
     state = _init_from(args, spec, opt) if args.init_from else None
     if lead:
         _make_out(args.out)
+        if args.overwrite:  # the old run goes first, whole: a directory is one run
+            for name in RUN_FILES:
+                if os.path.exists(os.path.join(args.out, name)):
+                    os.remove(os.path.join(args.out, name))
     rows = []
-    if args.resume and os.path.exists(ckpt_path):
+    if args.resume:
         try:
             saved = load_params(ckpt_path)
         except CheckpointError as e:

@@ -162,7 +162,7 @@ def test_cli_disk_full_or_read_only_mid_run_keeps_the_last_checkpoint(tmp_path, 
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err, err
-    assert sorted(os.listdir(tmp_path / "r")) == ["checkpoint.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(tmp_path / "r")) == [".lock", "checkpoint.npz", "metrics.jsonl"]
     assert checkpoint.load_params(str(tmp_path / "r" / "checkpoint.npz")).history[-1][
         "epoch"] == 1
     monkeypatch.undo()

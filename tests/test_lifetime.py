@@ -125,3 +125,31 @@ def test_one_run_per_directory_and_no_stale_lock_after_a_crash(tmp_path):
             resumed.kill()
     finally:
         first.kill()
+
+
+def test_an_interrupted_overwrite_leaves_no_mix_of_two_runs(tmp_path):
+    """--overwrite removes the old run's files before it writes anything, so Ctrl-C
+    before its first save leaves no old checkpoint for a later --resume to restore
+    silently (main kept the old checkpoint, summary and plot beside an emptied
+    metrics.jsonl); --resume where no run is says so (it silently started anew)."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset", "spiral",
+                           "--epochs", "2", "--out", str(out), "--quiet"], capture_output=True,
+                          text=True, timeout=guard(120))
+    assert done.returncode == 0 and (out / "checkpoint.npz").exists(), done.stderr[-2000:]
+    again = _train(out, "--overwrite", "--eval-every", "100000")  # no save for a long while
+    try:
+        assert wait_until(lambda: (out / ".lock").read_text().strip() == str(again.pid)
+                          and not (out / "checkpoint.npz").exists(), guard(60), 0.02)
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=guard(60))
+    finally:
+        again.kill()
+    assert again.returncode == 130
+    assert not [n for n in ("checkpoint.npz", "summary.json", "curves.png") if (out / n).exists()]
+    resume = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
+                             "spiral", "--epochs", "2", "--out", str(out), "--quiet",
+                             "--resume"], capture_output=True, text=True, timeout=guard(120))
+    assert resume.returncode == 2 and resume.stderr.strip() == (
+        f"mlp-jax: error: --resume: {out} holds no run to continue (no checkpoint.npz); drop "
+        "--resume to start one"), resume.stderr
