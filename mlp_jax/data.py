@@ -53,6 +53,8 @@ class Preprocessing(NamedTuple):
         """Your labels as class indices ``0..C-1``; a value unseen in training is an error."""
         y = _labels(y, what)
         classes = np.asarray(self.classes)
+        if classes.dtype.kind == "U" and y.dtype.kind in "iu":  # '0', '1', 'three' trained;
+            y = y.astype(str)  # a file whose labels happen to be all whole numbers
         if classes.dtype.kind != y.dtype.kind and not (y.dtype.kind in "iu" and
                                                         classes.dtype.kind in "iu"):
             raise ValueError(f"{what} holds labels like {y[0]!r}, training had labels like "
@@ -250,7 +252,7 @@ def _labels(y, what: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"{what} must be one label per example, shape (N,); got {y.shape}")
-    if y.dtype.kind in "iu":
+    if y.dtype.kind in "iub":  # booleans as 0 and 1
         return y.astype(np.int64)
     if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         return y.astype(np.int64)
@@ -274,6 +276,16 @@ def check_features(X, what: str = "X", columns=None) -> np.ndarray:
         name = f" ({columns[c]!r})" if columns is not None else ""
         raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: features must be "
                          "finite numbers")
+    if X.dtype.itemsize > 4 or X.dtype.kind in "iu":  # float64, int64: beyond float32?
+        for rows in _row_blocks(len(X)):  # a block at a time: no full-size temporary
+            big = np.abs(X[rows]) > files.F32_MAX
+            if big.any():
+                r, c = (int(i) for i in np.argwhere(big)[0])
+                r += rows.start
+                name = f" ({columns[c]!r})" if columns is not None else ""
+                raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: beyond "
+                                 f"float32's range ({files.F32_MAX:.3g}), which the network "
+                                 "computes in; rescale it")
     return X
 
 
@@ -307,6 +319,7 @@ def _moments(X: np.ndarray):
 
 
 PREPROCESS = ("standardize", "none")
+MAX_CLASSES_FLOOR = 20  # more classes than max(this, N/10): not class labels
 
 
 def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
@@ -355,6 +368,11 @@ def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
     if len(classes) < 2:
         raise ValueError(f"y has a single class ({classes[0].item()!r}): a classifier needs "
                          "at least two")
+    if len(classes) > max(MAX_CLASSES_FLOOR, len(y) / 10):
+        raise ValueError(f"y has {len(classes)} distinct labels among {len(y)} examples (a "
+                         "regression target?): a classifier needs several examples of each "
+                         f"class (at most max({MAX_CLASSES_FLOOR}, N/10) classes); give class "
+                         "labels, or pick the label column with --label-column")
     owned = dict.fromkeys(splits, not copy)  # which arrays may be transformed in place
     if splits["val"][0] is None and val_fraction > 0:
         n_val = int(round(val_fraction * len(y)))

@@ -101,8 +101,11 @@ def _member(path: str, z: zipfile.ZipFile, member: str) -> np.ndarray:
     return a
 
 
+F32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
+
+
 def _csv(path, label_column, labels, features) -> dict:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark dropped
         rows = list(csv.reader(f))
     rows = [r for r in rows if r]  # blank lines
     if not rows:
@@ -110,6 +113,13 @@ def _csv(path, label_column, labels, features) -> dict:
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if not body:
         raise ValueError(f"{path} has a header row and no examples")
+    for i, h in enumerate(header):
+        if not h:
+            raise ValueError(f"{path}: column {i + 1} has no name (a pandas index? write the "
+                             "file with index=False, or name the column)")
+        if header.index(h) != i:
+            raise ValueError(f"{path}: columns {header.index(h) + 1} and {i + 1} are both "
+                             f"named {h!r}; column names must be unique")
     if labels == "required":
         name = label_column or header[-1]
         if name not in header:
@@ -133,7 +143,16 @@ def _csv(path, label_column, labels, features) -> dict:
     X = aligned_empty((len(body), len(cols)), np.float32)
     for j, c in enumerate(cols):
         try:
-            X[:, j] = cells[:, c].astype(np.float64)
+            column = cells[:, c].astype(np.float64)
+            big = np.isfinite(column) & (np.abs(column) > F32_MAX)
+            if big.any():
+                n = int(np.argmax(big))
+                raise OverflowError(f"{path} line {n + 2}, column {header[c]!r}: "
+                                    f"{cells[n, c]} is beyond float32's range ({F32_MAX:.3g}), "
+                                    "which the network computes in; rescale the column")
+            X[:, j] = column
+        except OverflowError as e:
+            raise ValueError(str(e)) from None
         except ValueError:
             for n, v in enumerate(cells[:, c]):
                 try:

@@ -172,6 +172,22 @@ BAD_FILES = [
      None),  # handled below: --label-column names a column the file lacks
     ("ragged", lambda t: _bad(t, "r.csv", lambda p: p.write_text("a,b,kind\n1,2,x\n3,y\n")),
      r"r.csv line 3 has 2 fields; the header has 3$"),
+    # ambiguous files (issue: each trained silently on the wrong thing)
+    ("a feature named as the label", lambda t: _bad(t, "dup.csv", lambda p: p.write_text(
+        "kind,b,kind\n1,2,x\n3,4,y\n")),
+     r"dup.csv: columns 1 and 3 are both named 'kind'; column names must be unique$"),
+    ("a regression target", lambda t: _bad(t, "reg.npz", _npz(
+        X=np.zeros((442, 2), np.float32), y=np.arange(442) % 200 + 25)),
+     r"y has 200 distinct labels among 442 examples \(a regression target\?\)"),
+    ("a pandas index column", lambda t: _bad(t, "ix.csv", lambda p: p.write_text(
+        ",a,kind\n0,1.5,x\n1,2.5,y\n")),
+     r"ix.csv: column 1 has no name \(a pandas index\? write the file with index=False"),
+    ("beyond float32", lambda t: _bad(t, "big.csv", lambda p: p.write_text(
+        "a,b,kind\n1,2,x\n3,1e300,y\n")),
+     r"big.csv line 3, column 'b': 1e300 is beyond float32's range \(3.4e\+38\)"),
+    ("beyond float32 in npz", lambda t: _bad(t, "big.npz", _npz(
+        X=np.where(np.arange(160).reshape(40, 4) == 9, 1e300, X0.astype(np.float64)), y=K0)),
+     r"X row 2, column 1 is 1e\+300: beyond float32's range"),
     ("pickle", lambda t: _bad(t, "p.npz", _npz(X=np.array([{"a": 1}] * 3, dtype=object),
                                                y=np.arange(3))),
      r"p.npz: X holds Python objects \(save plain numeric arrays: no object arrays, no "
@@ -228,3 +244,28 @@ def test_bad_prediction_and_evaluation_files_one_line_exit_2(tmp_path, capsys):
                      str(tmp_path / "train.csv")]) == 2
     assert "trained on a bundled dataset (digits)" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "p.csv")
+
+
+def test_files_that_mean_what_they_say_work(tmp_path, capsys):
+    """A UTF-8 byte-order mark is not part of the first column's name (a BOM file and a
+    BOM-free one are the same columns); a run trained on labels '0', '1', 'three'
+    evaluates a file whose labels are all whole numbers; boolean labels are classes 0
+    and 1."""
+    X, k = _problem(120, 3)
+    names = np.array(["0", "1", "three"])
+    body = "".join(f"{','.join(repr(v) for v in row)},{names[c]}\n" for row, c in
+                   zip(X.tolist(), k))
+    (tmp_path / "bom.csv").write_text("\ufeffdiagnosis,b,c,d,kind\n" + body, encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", str(tmp_path / "bom.csv"), "--epochs", "2",
+                     "--hidden", "8", "--quiet", "--out", str(run)]) == 0
+    ck = load_params(str(run / "checkpoint.npz"))
+    assert ck.preprocessing.features == ("diagnosis", "b", "c", "d")
+    assert ck.preprocessing.classes == ("0", "1", "three")
+    ints = k < 2  # only the rows labelled '0' or '1': a file of whole numbers
+    _write_csv(tmp_path / "ints.csv", X[ints], k[ints], names=("diagnosis", "b", "c", "d"))
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(run), "--data", str(tmp_path / "ints.csv")]) == 0
+    assert "acc" in capsys.readouterr().out
+    flags = data.from_arrays(X, k == 1, val_fraction=0)
+    assert flags.preprocessing.classes == (0, 1) and set(flags.y_train.tolist()) == {0, 1}
