@@ -275,8 +275,9 @@ def section(res: dict) -> str:
                          f" | {d} | {c['n']} | {c['ours']} / {c['n']} | {anchors[0]} | "
                          f"{anchors[1]} |")
     lines += ["", f"{n_ok} draws of correct derivatives, {fa} false alarms. Smallest "
-              "multiplicative error (the rule times 1 + delta) caught on every draw, "
-              "in units of the dtype's eps:", "",
+              "multiplicative error (the rule times 1 + delta, delta in quarter decades "
+              f"from 0.1 to {DELTAS[-1]:.0e}) caught on each of {SCALED_DRAWS} draws, in "
+              "units of the dtype's eps (≤: caught at the smallest delta tried):", "",
               "| case | " + " | ".join(dtypes) + " |", "|---|" + "---|" * len(dtypes)]
     for name in SCALED:
         cells = []
@@ -284,6 +285,7 @@ def section(res: dict) -> str:
             s = next((s for s in res["scaled"] if s["case"] == name and s["dtype"] == d),
                      None)
             cells.append("-" if s is None else "not caught" if s["in_eps"] is None
+                         else f"≤ {s['in_eps']:.2g}" if s["smallest"] == DELTAS[-1]
                          else f"{s['in_eps']:.2g}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if res.get("big"):

@@ -436,14 +436,14 @@ def _train(args) -> int:
                                    stats=result.best_stats).items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
     _write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
-    plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
-    # the final lines, --quiet or not
+    # the result first, --quiet or not; the plot (matplotlib's import alone is ~1 s) after
     final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
                      if k.endswith("acc") and not k.startswith("best"))
-    print(f"final params: {final}")
+    print(f"final params: {final}", flush=True)
     if ds.X_val is not None:
         best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
-        print(f"best-on-validation params: {best}")
+        print(f"best-on-validation params: {best}", flush=True)
+    plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
     print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
           + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
     return 0
@@ -690,8 +690,6 @@ def _sweep(args) -> int:
              best=None if best["diverged"] else best,
              best_command=None if best["diverged"] else command, rows=rows),
         indent=1))
-    plot = _plot_sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
-                       "configurations")
     if not args.quiet:
         print(f"\n{'rank':>4}  " + "".join(f"{k:>12}" for k in columns[:-1]))
         for rank, r in enumerate(rows[:10], 1):
@@ -701,7 +699,11 @@ def _sweep(args) -> int:
             print(f"\n{n_diverged} of {len(rows)} configurations diverged (ranked last): a "
                   f"loss not finite, or above {train.DIVERGED:g} x max(1, its first value)")
         if not best["diverged"]:
-            print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}")
+            print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}",
+                  flush=True)
+    plot = _plot_sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
+                       "configurations")  # after the result: matplotlib's import is slow
+    if not args.quiet:
         print(f"{elapsed:.1f} s; wrote {paths['sweep.csv']}, {paths['sweep.json']}"
               + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for sweep.png)"))
     if best["diverged"]:
@@ -1021,6 +1023,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint.npz), with a fresh optimizer state, schedule and history: "
                         "every option may change but the network's shapes")
     t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
+    t.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keeping "
+                   "nothing (also MLP_JAX_COMPILE_CACHE=0)")
     p = t.add_argument_group("data parallel (see README: Scaling out)")
     p.add_argument("--devices", type=_positive(int, zero=True), default=1,
                    help="devices to shard each batch over (0: all, across every process)")
@@ -1077,6 +1081,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--overwrite", action="store_true",
                    help="start the sweep in --out again, replacing its results")
     w.add_argument("--quiet", action="store_true", help="no progress, no table")
+    w.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keeping "
+                   "nothing (also MLP_JAX_COMPILE_CACHE=0)")
     w.set_defaults(func=_sweep)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset",
@@ -1186,12 +1192,39 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+COMPILE_CACHE_MIN_SECONDS = 0.1  # programs that compile faster are not worth a file
+
+
+def compile_cache_dir() -> str | None:
+    """Where compiled programs are kept between runs: ``MLP_JAX_COMPILE_CACHE`` (a
+    directory; ``0`` or ``off``: nowhere), else ``$XDG_CACHE_HOME/mlp_jax/xla``
+    (``~/.cache/mlp_jax/xla``)."""
+    setting = os.environ.get("MLP_JAX_COMPILE_CACHE", "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return setting or os.path.join(base, "mlp_jax", "xla")
+
+
+def _compile_cache(off: bool) -> None:
+    """JAX's persistent compilation cache, on by default: a second run of the same shapes
+    loads its programs instead of compiling them."""
+    where = None if off else compile_cache_dir()
+    if where is None:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECONDS)
+
+
 def _run(argv, args) -> int:
     if (getattr(args, "num_processes", None) or 1) > 1 and not os.environ.get("MLP_JAX_WORKER"):
         return _supervise(argv, args)
     from .lifetime import release_directories
     from .parallel import PeerFailure
 
+    _compile_cache(getattr(args, "no_compile_cache", False))
     try:
         code = args.func(args)
     except UsageError as e:

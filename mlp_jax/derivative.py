@@ -323,8 +323,8 @@ class _Stencil:
     def __init__(self, prob, f, U):
         g64, f64 = prob.flat(f, jnp.float64), jnp.float64
         self.x = jnp.asarray(prob.x, f64)
-        U64 = jnp.asarray(U, f64)
-        self.phi = lambda x: g64(x) @ U64.T  # (K,)
+        self.U = jnp.asarray(U, f64)
+        self.g64 = g64
         # the rounding of <u, f>: measured (float32's, scaled), at least eps times the
         # output leaf's typical size (a cancellation inside f that float32 rounds to 0
         # shows in neither measurement)
@@ -344,8 +344,14 @@ class _Stencil:
         chunk = min(n, finitediff.chunk_size(self.x.size, len(finitediff.STENCIL),
                                              most=FD_CHUNK))
         steps = jnp.asarray(steps, jnp.float64)
-        values = finitediff.stencil(self.phi, self.x, probes, steps, finitediff.STENCIL,
-                                    chunk, traced=False)  # (P, 7, K)
+
+        def values_of(x, U, probes, steps, traced):  # (P, 7, K)
+            return finitediff.stencil(lambda v: self.g64(v) @ U.T, x, probes, steps,
+                                      finitediff.STENCIL, chunk, traced)
+        if self.x.size > FD_ALL:  # large: one compiled loop (its compile is cheap beside it)
+            values = jax.jit(values_of, static_argnums=4)(self.x, self.U, probes, steps, True)
+        else:  # small: eager ops, compiled once per shape and reused by the next check
+            values = values_of(self.x, self.U, probes, steps, False)
         out = {}
         for name in finitediff.ESTIMATES:
             value, trunc = finitediff.estimate(values, steps, name)

@@ -15,6 +15,9 @@ jax.config.update("jax_default_matmul_precision", "float32")
 # The command lines and experiments the tests start end with the test process, however
 # it ends (mlp_jax.lifetime.end_with_starter).
 os.environ["MLP_JAX_PARENT"] = str(os.getpid())
+# Hermetic: no command the tests run reads or writes the user's compilation cache (the
+# cache's own test names a directory of its own).
+os.environ["MLP_JAX_COMPILE_CACHE"] = "0"
 
 
 @pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")

@@ -6,12 +6,15 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 
 import chex
 import pytest
 from conftest import write_cifar_batch
 
 from mlp_jax import cli
+from tests.timeouts import guard
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -321,7 +324,7 @@ def _typed_options(command: str) -> list[str]:
     """Every option of ``command`` that takes a number (or numbers), from the parser
     itself: an option added later is enumerated too."""
     sub = next(a for a in cli.build_parser()._actions
-               if isinstance(a, __import__("argparse")._SubParsersAction))
+               if isinstance(a, argparse._SubParsersAction))
     return [a.option_strings[0] for a in sub.choices[command]._actions
             if a.option_strings and a.type is not None and a.option_strings[0] != "--shapes"]
 
@@ -375,3 +378,25 @@ def test_an_exploding_loss_stops_training_and_is_never_the_best_of_a_sweep(tmp_p
                         f"{tmp_path / 'all'}): lower the learning rates"), err
     table = json.loads((tmp_path / "all" / "sweep.json").read_text())
     assert table["diverged"] == 2 and table["best"] is None and table["best_command"] is None
+
+
+@pytest.mark.slow
+def test_a_second_run_of_the_same_shapes_compiles_nothing(tmp_path):
+    """With the compilation cache (on by default; here in a directory of the test's own),
+    the first run writes its compiled programs and a second run of the same shapes
+    writes none: each was loaded, none compiled. MLP_JAX_COMPILE_CACHE=0 keeps nothing."""
+    cache = tmp_path / "xla"
+
+    def run(out, setting):
+        proc = subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
+                               "spiral", "--epochs", "3", "--hidden", "16", "--quiet",
+                               "--out", str(tmp_path / out)], capture_output=True, text=True,
+                              env=dict(os.environ, MLP_JAX_COMPILE_CACHE=setting),
+                              timeout=guard(300))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return set(os.listdir(cache)) if cache.exists() else set()
+
+    first = run("a", str(cache))
+    assert any("epochs" in name for name in first), first  # the training program is kept
+    assert run("b", str(cache)) == first
+    assert run("c", "0") == first  # off: nothing read, nothing written
