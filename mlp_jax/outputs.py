@@ -35,7 +35,7 @@ def check_target(path: str) -> None:
     except FileNotFoundError:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise OutputError(f"{path}: no directory {parent}") from None
+            raise OutputError(f"{path}: the directory {parent} does not exist") from None
         return
     for test, what in KINDS:
         if test(mode):

@@ -27,6 +27,7 @@ def run_quick(name):
         return json.load(f)
 
 
+@pytest.mark.calibration
 def test_nonlinearity():
     r = run_quick("nonlinearity")
     assert r["collapse_max_rel_diff_float64"] < 1e-13
@@ -35,6 +36,7 @@ def test_nonlinearity():
     assert abs(lin - deep) < 0.05 and relu > lin + 0.2
 
 
+@pytest.mark.calibration
 def test_single_neuron_matches_sklearn():
     r = run_quick("single_neuron")
     assert abs(r["logistic"]["test_acc_ours"] - r["logistic"]["test_acc_sklearn"]) <= 1e-3
@@ -44,12 +46,14 @@ def test_single_neuron_matches_sklearn():
         r["forgetting"]["formula_2_lr_reg"], rel=1e-4)
 
 
+@pytest.mark.calibration
 def test_saturation_sigmoid_gradients_vanish_at_init():
     r = run_quick("saturation")
     assert r["sigmoid"]["layer1_over_last_at_init"] < 0.05
     assert r["tanh"]["layer1_over_last_at_init"] > 0.1
 
 
+@pytest.mark.calibration
 def test_dead_relu():
     r = run_quick("dead_relu")
     relu = r["relu (pixels in [0, 1])"]["dead_fraction"]
@@ -57,6 +61,7 @@ def test_dead_relu():
     assert all(d in (0.0, None) for d in r["leaky_relu (pixels in [0, 1])"]["dead_fraction"])
 
 
+@pytest.mark.calibration
 def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net():
     """Two epochs of SGD: the 8-layer sigmoid net stays at chance without a norm, and well
     above it with batch norm (evaluated by its running statistics)."""
@@ -66,21 +71,25 @@ def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net():
     assert set(r["depth"]["digits"]["4"]) == {"sizes", "none", "batchnorm", "layernorm"}
 
 
+@pytest.mark.calibration
 @pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline", "own_data"])
 def test_runs(name):
     run_quick(name)
 
 
+@pytest.mark.calibration
 def test_universal_error_falls_with_width():
     r = run_quick("universal")
     assert r["max_error"][-1] < r["max_error"][0] / 2
 
 
+@pytest.mark.calibration
 def test_benchmark_smoke():
     r = run_quick("benchmark")
     assert {"cifar_step", "spiral", "sweep", "memory"} <= set(r)
 
 
+@pytest.mark.calibration
 def test_gradcheck_anchors():
     """Ours flags every wrong derivation and no right one; the anchors false-alarm on the
     kinked right derivation (leaky ReLU at 0) and miss the 1e-9 error ours sees."""
@@ -188,6 +197,7 @@ def test_mutation_score_counts_and_lists_what_survived():
 
 
 @pytest.mark.slow
+@pytest.mark.calibration
 def test_derivatives_corpus_quick():
     """check_derivative on a slice of the corpus: no false alarm, every exercised mistake
     caught (the full run is the README's table)."""

@@ -21,6 +21,7 @@ from tests.timeouts import guard
 
 
 @pytest.mark.slow
+@pytest.mark.calibration
 def test_matrix_cli_every_cell_passes(tmp_path):
     """`mlp-jax gradcheck` over every activation x loss x depth 1-4 x reg x dropout, and
     both norms."""
@@ -141,6 +142,7 @@ def test_user_loss_right_and_wrong():
 
 
 @pytest.mark.slow
+@pytest.mark.calibration
 def test_random_sweep_has_no_false_alarms(tmp_path):
     """`mlp-jax gradcheck --random`: 50 random problems of correct code, seeded, all pass.
 

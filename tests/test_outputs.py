@@ -60,7 +60,7 @@ def test_only_a_regular_file_or_a_new_name_is_replaced(tmp_path, kind):
     assert "\n" not in str(e.value)
     assert {"symlink": "is a symbolic link", "directory": "is a directory",
             "device": "is a character device, not a file; name a regular file; omit --out",
-            "missing parent": "no directory"}[kind] in str(e.value)
+            "missing parent": "/no does not exist"}[kind] in str(e.value)
     assert target.read_text() == "the link's target\n"
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert os.path.islink(tmp_path / "link.csv") == (kind == "symlink")
