@@ -45,12 +45,15 @@ def test_the_next_write_removes_what_a_killed_write_left(tmp_path):
     assert _tmp_left(tmp_path) == [".other.csv-abc123.tmp"]
 
 
-@pytest.mark.parametrize("kind", ["symlink", "directory", "device", "missing parent"])
+@pytest.mark.parametrize("kind", ["symlink", "directory", "device", "fifo", "missing parent"])
 def test_only_a_regular_file_or_a_new_name_is_replaced(tmp_path, kind):
     target = tmp_path / "target.csv"
     target.write_text("the link's target\n")
     path = {"symlink": tmp_path / "link.csv", "directory": tmp_path / "d",
-            "device": "/dev/null", "missing parent": tmp_path / "no" / "p.csv"}[kind]
+            "device": "/dev/null", "fifo": tmp_path / "pipe",
+            "missing parent": tmp_path / "no" / "p.csv"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
     if kind == "symlink":
         os.symlink(target, path)
     elif kind == "directory":
@@ -60,10 +63,12 @@ def test_only_a_regular_file_or_a_new_name_is_replaced(tmp_path, kind):
     assert "\n" not in str(e.value)
     assert {"symlink": "is a symbolic link", "directory": "is a directory",
             "device": "is a character device, not a file; name a regular file; omit --out",
+            "fifo": "is a pipe, not a file",
             "missing parent": "/no does not exist"}[kind] in str(e.value)
     assert target.read_text() == "the link's target\n"
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert os.path.islink(tmp_path / "link.csv") == (kind == "symlink")
+    assert kind != "fifo" or stat.S_ISFIFO(os.lstat(path).st_mode)  # still a pipe
     assert not _tmp_left(tmp_path)
 
 
