@@ -368,8 +368,14 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
       TrainingDiverged: the loss became non-finite or exploded (:func:`diverged`); the
         last good checkpoint stays.
       parallel.PeerFailure: another process of the job died or became unreachable.
+      TypeError: ``data`` is not a dataset (a tuple ``(X, y)``, say).
     """
     from . import checkpoint as ckpt
+
+    if not all(hasattr(data, k) for k in ("X_train", "y_train")):
+        raise TypeError(f"data must be a data.Dataset (X_train, y_train, X_val, y_val); got "
+                        f"{type(data).__name__}: wrap arrays with "
+                        "mlp_jax.data.from_arrays(X, y)")
     from . import parallel
 
     if grad not in GRAD_SOURCES:

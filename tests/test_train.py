@@ -224,3 +224,12 @@ def test_diverged_sees_a_finite_explosion_and_nothing_else():
     assert "became inf" in train.diverged(np.array([[1.0, 1.0], [np.inf, 1.0]]))
     assert train.diverged(np.array([[5.0, 4.0]]), first=1e-3) is None  # limit 1000 x 1
     assert train.diverged(np.array([[5e3, 4e3]]), first=1e-3) is not None
+
+
+def test_fit_on_bare_arrays_says_what_it_wants():
+    """fit((X, y), ...) was an AttributeError from deep inside; now a TypeError naming
+    the fix, before anything runs."""
+    spec = mj.MLPSpec((2, 8, 3))
+    X, y = np.zeros((10, 2), np.float32), np.zeros(10, int)
+    with pytest.raises(TypeError, match=r"got tuple: wrap arrays with mlp_jax.data.from_arrays"):
+        train.fit(spec, (X, y), optim.sgd(0.1), epochs=1, batch_size=5, key=jax.random.key(0))
