@@ -25,12 +25,15 @@ def _interrupted(out=None) -> set[str]:
     return {"mlp-jax: interrupted", "mlp-jax: interrupted" + where}
 
 
-@pytest.mark.parametrize("after", [0.0, 0.3, 1.0, 3.0])
-def test_train_interrupted_at_any_moment_stops(tmp_path, after):
+@pytest.mark.parametrize("command,after", [("train", 0.0), ("train", 0.3), ("train", 1.0),
+                                           ("train", 3.0), ("sweep", 0.3), ("sweep", 3.0)])
+def test_train_and_sweep_interrupted_at_any_moment_stop(tmp_path, command, after):
     """From the handler's first moment (Python still importing JAX) to mid-training."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
-                             "spiral", "--epochs", "200000", "--out", str(out), "--quiet"],
+    extra = ["--lr", "0.1,0.2"] if command == "sweep" else []
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", command, "--dataset",
+                             "spiral", "--epochs", "200000", "--out", str(out), "--quiet",
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: blocks(proc.pid), guard(30)), "no handler installed"
