@@ -1181,11 +1181,8 @@ def main(argv=None) -> int:
     if program or worker:
         return _run(argv, args)
 
-    def handler(signum, frame):
-        with lifetime.whole_write():
-            print(message, file=sys.stderr, flush=True)
-            os._exit(130)  # not unwinding through a compilation in flight
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = signal.signal(signal.SIGINT,
+                             lambda signum, frame: lifetime.exit_interrupted(message))
     try:
         return _run(argv, args)
     finally:

@@ -98,11 +98,17 @@ def exit_on_interrupt(message: str | None = None) -> None:
 
     def wait():
         signal.sigwait({signal.SIGINT})
-        with _WRITING:
-            os.write(2, (_MESSAGE[0] + "\n").encode())
-            os._exit(130)
+        exit_interrupted()
 
     threading.Thread(target=wait, name="mlp-jax-interrupt", daemon=True).start()
+
+
+def exit_interrupted(message: str | None = None) -> None:
+    """The interrupt's end: once a write in flight is done, the message and exit status
+    130 at once (``os._exit``: no unwinding through a compilation in flight)."""
+    with _WRITING:
+        os.write(2, ((message or _MESSAGE[0]) + "\n").encode())
+        os._exit(130)
 
 
 def unblock_interrupt() -> None:
