@@ -35,7 +35,9 @@ class CheckpointError(ValueError):
 
 
 class Checkpoint(NamedTuple):
-    state: object  # a train.TrainState (or params only, from load_params)
+    """All of a run's checkpoint (:func:`load`): the training state to continue from and
+    the run's record."""
+    state: object  # a train.TrainState
     spec: MLPSpec
     history: list
     best_params: tuple
@@ -201,17 +203,38 @@ def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
                       _preprocessing(path, info, arrays), best_stats)
 
 
-def load_params(path: str, *, best: bool = True, spec: MLPSpec | None = None) -> Checkpoint:
-    """Only the params (best-on-validation by default), their running statistics
-    (``best_stats``; batch norm) and the record, for evaluation."""
+class Trained(NamedTuple):
+    """A saved network, ready to use (:func:`load_params`): ``params`` and the batch-norm
+    running ``stats`` that go with them, chosen by ``which`` (``"best"``: best on
+    validation; ``"final"``: the last update's), and what the run recorded."""
+    params: tuple
+    stats: tuple
+    which: str
+    spec: MLPSpec
+    preprocessing: Preprocessing | None
+    history: list
+    best_val_acc: float | None
+    meta: dict
+
+
+WHICH = ("best", "final")
+
+
+def load_params(path: str, *, which: str = "best", spec: MLPSpec | None = None) -> Trained:
+    """The network a run saved: its best-on-validation params (``which="best"``; the
+    final ones where the run had no validation split) or its final params
+    (``which="final"``), their running statistics, the spec, the preprocessing of a run
+    on your own data, and the record; nothing of the optimizer."""
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {', '.join(WHICH)}; got {which!r}")
     info, arrays = _read(path)
     stored, history, best_val, meta = _record(path, info)
     _check_spec(path, stored, spec)
     dtype = jnp.dtype(stored.dtype)
     template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
                      for layer in param_shapes(stored))
-    params = _unflatten(path, "best_params" if best else "state.params", template, arrays)
-    stats = _unflatten(path, "best_stats" if best else "state.stats", init_stats(stored),
-                       arrays)
-    return Checkpoint(params, stored, history, params, best_val, meta,
-                      _preprocessing(path, info, arrays), stats)
+    prefix = {"best": ("best_params", "best_stats"), "final": ("state.params", "state.stats")}
+    params = _unflatten(path, prefix[which][0], template, arrays)
+    stats = _unflatten(path, prefix[which][1], init_stats(stored), arrays)
+    return Trained(params, stats, which, stored, _preprocessing(path, info, arrays), history,
+                   best_val, meta)

@@ -277,7 +277,8 @@ def _load_data(options: dict, name: str | None = None):
                          label_column=options.get("label_column"),
                          val_fraction=options.get("val_fraction", 0.15),
                          seed=options.get("split_seed", 0),
-                         preprocess=options.get("preprocess", "standardize"))
+                         preprocess=options.get("preprocess", "standardize"),
+                         many_classes=options.get("many_classes", False))
     except (ValueError, FileNotFoundError, ImportError) as e:
         raise UsageError(str(e)) from e
 
@@ -456,8 +457,8 @@ def _init_from(args, spec, opt):
 
     from . import train
 
-    ck = _checkpoint(args.init_from, best=False)[1]
-    params = ck.state
+    ck = _checkpoint(args.init_from, which="final")[1]
+    params = ck.params
     fresh = train.init_state(jax.random.key(args.seed), spec, opt)
     shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
     if shapes(params) != shapes(fresh.params):
@@ -466,14 +467,15 @@ def _init_from(args, spec, opt):
                          f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
                          "--hidden, --activation (maxout's pieces) and --norm")
     # the same leaves, so the same norm: batch norm's statistics come with its params
-    return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.best_stats)
+    return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.stats)
 
 
 # The options a sweep's results depend on, besides each configuration's own values; a
 # resumed sweep must match them.
 SWEEP_FIXED = ("dataset", "data_dir", "data", "label_column", "val_fraction", "split_seed",
-               "preprocess", "hidden", "norm", "activation", "loss", "init", "optimizer",
-               "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size", "grad")
+               "preprocess", "many_classes", "hidden", "norm", "activation", "loss", "init",
+               "optimizer", "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size",
+               "grad")
 SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
 # A resumed run must match the options its updates depend on (the device count may change:
 # checkpoints move between device counts).
@@ -508,7 +510,10 @@ def _train_command(args, row) -> str:
     argv = ["mlp-jax", "train"]
     for name in SWEEP_FIXED:
         value = getattr(args, name)
-        if value is None or (args.data and name in ("dataset", "data_dir")):
+        if value is None or value is False or (args.data and name in ("dataset", "data_dir")):
+            continue
+        if value is True:  # a flag
+            argv.append(f"--{name.replace('_', '-')}")
             continue
         if name == "hidden":
             value = ",".join(map(str, value)) or "none"
@@ -791,15 +796,15 @@ def _plot(history, path, title) -> str | None:
     return path
 
 
-def _checkpoint(path: str, best: bool = True):
+def _checkpoint(path: str, which: str = "best"):
     """``--checkpoint`` (or ``--init-from``): a run directory or its checkpoint.npz, its
-    best-on-validation params loaded (its final ones: ``best=False``)."""
+    best-on-validation params loaded (its final ones: ``which="final"``)."""
     from .checkpoint import CheckpointError, load_params
 
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.npz")
     try:
-        return path, load_params(path, best=best)
+        return path, load_params(path, which=which)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
 
@@ -833,7 +838,7 @@ def _eval(args) -> int:
     from .data import Dataset
     from .losses import CLASS
 
-    path, ck = _checkpoint(args.checkpoint)
+    path, ck = _checkpoint(args.checkpoint, args.params)
     config = ck.meta.get("config", {})
     if args.data:
         X, y = _own_file(args.data, ck, labels="required")
@@ -856,9 +861,10 @@ def _eval(args) -> int:
     if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
         raise UsageError(f"the checkpoint's network has {C} classes but {name} has "
                          f"{ds.num_classes}: evaluate it on the dataset it was trained on")
-    summary = _summarize(ck.state, ds, ck.spec, splits=splits, stats=ck.best_stats)
+    summary = _summarize(ck.params, ds, ck.spec, splits=splits, stats=ck.stats)
     what = f"{name}: {len(ds.X_test)} examples" if args.data else ds.describe()
-    print(f"{path}: {what}, network {ck.spec.sizes} {ck.spec.activation_name}")
+    print(f"{path} ({ck.which} params): {what}, network {ck.spec.sizes} "
+          f"{ck.spec.activation_name}")
     print(" ".join(f"{k.removeprefix('test_') if args.data else k} {v:.4f}"
                    for k, v in summary.items()))
     return 0
@@ -873,10 +879,10 @@ def _predict(args) -> int:
     from . import inference
 
     _writable(args.out)
-    path, ck = _checkpoint(args.checkpoint)
+    path, ck = _checkpoint(args.checkpoint, args.params)
     X, y = _own_file(args.data, ck, labels="optional")
     try:
-        p = inference.predict(ck.state, X, ck.spec, ck.preprocessing, stats=ck.best_stats)
+        p = inference.predict(ck.params, X, ck.spec, ck.preprocessing, stats=ck.stats)
     except ValueError as e:
         raise UsageError(f"--data {args.data}: {e}") from e
     classes = ck.preprocessing.classes
@@ -967,6 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a .csv (a header row, numeric features, a label column)")
         f.add_argument("--label-column", metavar="NAME",
                        help="the CSV's label column (default: the last)")
+        f.add_argument("--many-classes", action="store_true",
+                       help="train even when the labels have more than max(20, N/10) "
+                            "distinct values (refused by default: a regression target?)")
         f.add_argument("--val-fraction", type=_fraction, default=0.15,
                        help="share of the examples drawn for validation when the file has "
                             "no X_val (0: none)")
@@ -1085,9 +1094,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "nothing (also MLP_JAX_COMPILE_CACHE=0)")
     w.set_defaults(func=_sweep)
 
+    which = dict(choices=("best", "final"), default="best",
+                 help="the run's best-on-validation params or its final ones")
     e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset",
                        formatter_class=_Help)
     e.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
+    e.add_argument("--params", **which)
     e.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
     e.add_argument("--data-dir", help="where cifar10's python batches are (default: the "
                    "checkpoint's)")
@@ -1103,6 +1115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the scores (other losses). A label column in the file, if any, is "
                        "compared with the predictions.")
     r.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
+    r.add_argument("--params", **which)
     r.add_argument("--data", required=True, metavar="FILE",
                    help="a .npz (array X) or .csv (the training file's feature columns)")
     r.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")

@@ -325,7 +325,7 @@ MAX_CLASSES_FLOOR = 20  # more classes than max(this, N/10): not class labels
 def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
                 val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize",
                 name: str = "arrays", features=None, label_column=None,
-                copy: bool = True) -> Dataset:
+                many_classes: bool = False, copy: bool = True) -> Dataset:
     """A :class:`Dataset` of your own arrays, with its preprocessing fitted and attached.
 
     Args:
@@ -337,6 +337,8 @@ def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
       preprocess: ``"standardize"`` (zero mean, unit variance per feature, statistics
         of the training split only) or ``"none"``.
       features, label_column: names kept for prediction files (a CSV's header).
+      many_classes: train even when ``y`` has more than ``max(20, N/10)`` distinct labels
+        (refused by default: that many looks like a regression target, not classes).
       copy: False lets the float32 arrays given be transformed in place (a loader's own
         arrays: no second copy of a large file).
 
@@ -368,11 +370,12 @@ def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
     if len(classes) < 2:
         raise ValueError(f"y has a single class ({classes[0].item()!r}): a classifier needs "
                          "at least two")
-    if len(classes) > max(MAX_CLASSES_FLOOR, len(y) / 10):
+    if len(classes) > max(MAX_CLASSES_FLOOR, len(y) / 10) and not many_classes:
         raise ValueError(f"y has {len(classes)} distinct labels among {len(y)} examples (a "
                          "regression target?): a classifier needs several examples of each "
                          f"class (at most max({MAX_CLASSES_FLOOR}, N/10) classes); give class "
-                         "labels, or pick the label column with --label-column")
+                         "labels, pick the label column with --label-column, or pass "
+                         "--many-classes (many_classes=True) if these are classes")
     owned = dict.fromkeys(splits, not copy)  # which arrays may be transformed in place
     if splits["val"][0] is None and val_fraction > 0:
         n_val = int(round(val_fraction * len(y)))
@@ -409,14 +412,16 @@ DATASETS = {"spiral": spiral, "digits": digits, "mnist1d": mnist1d, "cifar10": c
 
 
 def load(name: str, data_dir: str | None = None, *, label_column: str | None = None,
-         val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize") -> Dataset:
+         val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize",
+         many_classes: bool = False) -> Dataset:
     """A bundled dataset by name (``cifar10`` needs ``data_dir``), or a file of your own:
     a path (``.npz`` or ``.csv``: :mod:`mlp_jax.files`), made a dataset by
     :func:`from_arrays` with the other arguments."""
     if name not in DATASETS and (os.path.splitext(name)[1] or os.path.exists(name)):
         arrays = files.read(name, label_column=label_column)
         return from_arrays(**arrays, val_fraction=val_fraction, seed=seed,
-                           preprocess=preprocess, name=os.path.basename(name), copy=False)
+                           preprocess=preprocess, name=os.path.basename(name),
+                           many_classes=many_classes, copy=False)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}, "
                          "or a .npz or .csv file")

@@ -11,7 +11,9 @@ Nothing is unpickled: ``.npz`` files are read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 import zipfile
 import zlib
 
@@ -104,10 +106,80 @@ def _member(path: str, z: zipfile.ZipFile, member: str) -> np.ndarray:
 F32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
 
 
+DELIMITERS = (",", ";", "\t")
+
+
+def _text(path: str) -> str:
+    """The file's text: UTF-8 (a byte-order mark dropped) or UTF-16 with its mark;
+    anything else is one line naming the line and column of the first byte that is not
+    UTF-8."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} starts with a UTF-16 byte-order mark but is not UTF-16 "
+                             f"text ({e.reason}); save it as UTF-8") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path} line {line}, character {column}: byte 0x{raw[e.start]:02x} is "
+                         "not UTF-8 text (Latin-1 or Windows-1252?); save the file as UTF-8, "
+                         "e.g. 'CSV UTF-8' in a spreadsheet or iconv -f latin1 -t utf-8") from None
+
+
+def _rows(path: str) -> tuple[list[list[str]], list[int]]:
+    """The CSV's rows and the line each ends on, blank and whitespace-only lines
+    dropped. The delimiter is a comma, or a semicolon or tab where the header has no
+    comma and one of those; a delimiter ending every line (a spreadsheet's export) is
+    not an empty last column."""
+    text = _text(path)
+    first = text.lstrip().split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text, newline=""),
+                        delimiter=next((d for d in DELIMITERS if d in first), ","))
+    rows, lines = [], []
+    for r in reader:
+        if any(c.strip() for c in r):
+            rows.append(r)
+            lines.append(reader.line_num)
+    while (rows and len(rows[0]) > 1 and len({len(r) for r in rows}) == 1
+           and not any(r[-1].strip() for r in rows)):
+        rows = [r[:-1] for r in rows]
+    return rows, lines
+
+
+def _column(path: str, cells: np.ndarray, name: str, lines: list[int]) -> np.ndarray:
+    """One feature column as float64, or a ValueError naming the file, line and column of
+    the first cell that is not a finite number within float32's range."""
+    try:
+        column = cells.astype(np.float64)
+    except ValueError:
+        for n, v in enumerate(cells):
+            try:
+                float(v)
+            except ValueError:
+                v = str(v)
+                hint = (" (an empty cell: fill in or drop missing values)" if not v.strip()
+                        else " (a decimal comma? write numbers with a point)"
+                        if re.fullmatch(r"\s*[-+]?\d*,\d+\s*", v) else "")
+                raise ValueError(f"{path} line {lines[n]}, column {name!r}: {v!r} is not a "
+                                 f"number{hint}") from None
+    bad = ~np.isfinite(column) | (np.abs(column) > F32_MAX)
+    if bad.any():
+        n = int(np.argmax(bad))
+        why = (f"beyond float32's range ({F32_MAX:.3g}), which the network computes in; "
+               "rescale the column" if np.isfinite(column[n])
+               else "not a finite number; features must be finite (fill in or drop it)")
+        raise ValueError(f"{path} line {lines[n]}, column {name!r}: {cells[n].strip()} is "
+                         f"{why}")
+    return column
+
+
 def _csv(path, label_column, labels, features) -> dict:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark dropped
-        rows = list(csv.reader(f))
-    rows = [r for r in rows if r]  # blank lines
+    rows, lines = _rows(path)
     if not rows:
         raise ValueError(f"{path} is empty")
     header, body = [h.strip() for h in rows[0]], rows[1:]
@@ -130,36 +202,20 @@ def _csv(path, label_column, labels, features) -> dict:
     li = header.index(name) if name is not None else None
     cols = [i for i in range(len(header)) if i != li]
     if not cols:
-        raise ValueError(f"{path} has no feature columns besides the labels")
+        raise ValueError(f"{path} has no feature columns besides the labels (one column, "
+                         f"{header[0]!r}: columns are separated by commas, semicolons or tabs)")
     names = tuple(header[i] for i in cols)
     if features is not None and names != tuple(features):
         raise ValueError(f"{path} has feature columns {', '.join(names)}; the run was trained "
                          f"on {', '.join(features)}")
     for n, r in enumerate(body):
         if len(r) != len(header):
-            raise ValueError(f"{path} line {n + 2} has {len(r)} fields; the header has "
+            raise ValueError(f"{path} line {lines[n + 1]} has {len(r)} fields; the header has "
                              f"{len(header)}")
     cells = np.array(body, dtype=str)
     X = aligned_empty((len(body), len(cols)), np.float32)
     for j, c in enumerate(cols):
-        try:
-            column = cells[:, c].astype(np.float64)
-            big = np.isfinite(column) & (np.abs(column) > F32_MAX)
-            if big.any():
-                n = int(np.argmax(big))
-                raise OverflowError(f"{path} line {n + 2}, column {header[c]!r}: "
-                                    f"{cells[n, c]} is beyond float32's range ({F32_MAX:.3g}), "
-                                    "which the network computes in; rescale the column")
-            X[:, j] = column
-        except OverflowError as e:
-            raise ValueError(str(e)) from None
-        except ValueError:
-            for n, v in enumerate(cells[:, c]):
-                try:
-                    float(v)
-                except ValueError:
-                    raise ValueError(f"{path} line {n + 2}, column {header[c]!r}: {str(v)!r} is "
-                                     "not a number") from None
+        X[:, j] = _column(path, cells[:, c], header[c], lines[1:])
     out = {"X": X, "features": names}
     if li is not None:
         y = np.char.strip(cells[:, li])

@@ -41,13 +41,13 @@ def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None
     """What the network says about ``X`` (raw features, as in your file).
 
     Args:
-      params, spec: a trained network (e.g. ``checkpoint.load_params(path)``'s ``state``
+      params, spec: a trained network (e.g. ``checkpoint.load_params(path)``'s ``params``
         and ``spec``).
       X: ``(N, D)`` features, untransformed: ``preprocessing`` is applied here.
       preprocessing: the training run's (``Dataset.preprocessing``,
-        ``Checkpoint.preprocessing``); None: ``X`` is used as given and labels are class
+        ``load_params(path).preprocessing``); None: ``X`` is used as given and labels are class
         indices.
-      stats: batch norm's running statistics (``Checkpoint.best_stats``); a network
+      stats: batch norm's running statistics (``load_params(path).stats``); a network
         without batch norm needs none.
     """
     X = check_features(X, "X")

@@ -69,7 +69,7 @@ def check_stats(stats, spec: MLPSpec) -> None:
     if stats is None:
         raise ValueError("batch norm in evaluation mode normalizes by the running statistics:"
                          " pass stats= (TrainState.stats, FitResult.best_stats, "
-                         "Checkpoint.best_stats, or network.init_stats(spec) before training)"
+                         "load_params(path).stats, or network.init_stats(spec) before training)"
                          ", or train=True to use the batch's own")
     ok = isinstance(stats, (tuple, list)) and len(stats) == len(widths) and all(
         isinstance(s, dict) and set(s) == {"mean", "var"}

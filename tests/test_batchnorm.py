@@ -218,7 +218,7 @@ def test_fit_checkpoint_and_sweep_carry_the_statistics(tmp_path):
     loaded = checkpoint.load(path, template=result.state, spec=spec)
     chex.assert_trees_all_equal(loaded.state.stats, stats)
     chex.assert_trees_all_equal(loaded.best_stats, result.best_stats)
-    chex.assert_trees_all_equal(checkpoint.load_params(path, best=False).best_stats, stats)
+    chex.assert_trees_all_equal(checkpoint.load_params(path, which="final").stats, stats)
     auto = train.fit(spec, ds, optim.adam(1e-2), grad="autodiff", **kw)
     chex.assert_trees_all_close(auto.state.stats, stats, atol=1e-4)
     chex.assert_trees_all_close(auto.state.params, result.state.params, atol=1e-4)
@@ -241,16 +241,19 @@ def test_cli_trains_evaluates_and_predicts_with_batch_norm(tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path / "d.npz"), "--norm", "batchnorm",
                      "--epochs", "10", "--batch-size", "50", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    ck = checkpoint.load_params(str(out / "checkpoint.npz"), best=False)
-    assert len(ck.best_stats) == 1 and ck.spec.norm == "batchnorm"
+    ck = checkpoint.load_params(str(out / "checkpoint.npz"), which="final")
+    assert len(ck.stats) == 1 and ck.spec.norm == "batchnorm" and ck.which == "final"
     capsys.readouterr()
     assert cli.main(["eval", "--checkpoint", str(out)]) == 0  # the best params, their stats
     assert f"val_acc {summary['best_val_params_val_acc']:.4f}" in capsys.readouterr().out
+    assert cli.main(["eval", "--checkpoint", str(out), "--params", "final"]) == 0
+    out_final = capsys.readouterr().out
+    assert "(final params)" in out_final and f"val_acc {summary['val_acc']:.4f}" in out_final
     assert cli.main(["predict", "--checkpoint", str(out), "--data", str(tmp_path / "new.npz"),
                      "--out", str(tmp_path / "p.csv")]) == 0
     best = checkpoint.load_params(str(out / "checkpoint.npz"))
     Xs = best.preprocessing.transform(X[:50])
-    scores = mj.forward(best.state, Xs, best.spec, stats=best.best_stats)
+    scores = mj.forward(best.params, Xs, best.spec, stats=best.stats)
     lines = (tmp_path / "p.csv").read_text().splitlines()
     predicted = [int(line.split(",")[0]) for line in lines[1:]]
     assert predicted == list(np.asarray(jnp.argmax(scores, 1)))

@@ -112,8 +112,8 @@ def test_cli_quiet_overwrite_init_from_and_one_training_accuracy(tmp_path, capsy
     new = DIGITS[:-1] + ["--init-from", str(out), "--out", str(tmp_path / "b"),
                          "--optimizer", "sgd", "--lr", "1e-30", "--schedule", "constant"]
     assert cli.main(new) == 0
-    before = load_params(str(out / "checkpoint.npz"), best=False).state
-    after = load_params(str(tmp_path / "b" / "checkpoint.npz"), best=False).state
+    before = load_params(str(out / "checkpoint.npz"), which="final").params
+    after = load_params(str(tmp_path / "b" / "checkpoint.npz"), which="final").params
     chex.assert_trees_all_equal(before, after)
     capsys.readouterr()
     assert cli.main(new[:-6] + ["--hidden", "8", "--out", str(tmp_path / "c")]) == 2

@@ -3,6 +3,7 @@ and `data.from_arrays` / `mj.predict` in the API, against numpy references; bad 
 give one line and exit status 2 with nothing written."""
 
 import csv
+import json
 import os
 import re
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import mlp_jax as mj
-from mlp_jax import cli, data
+from mlp_jax import cli, data, files
 from mlp_jax.checkpoint import load_params
 
 LABELS = np.array(["cat", "dog", "emu"])
@@ -40,7 +41,7 @@ def _reference(ck, X_train, X_new):
     std = X_train.astype(np.float64).std(0)
     Z = ((X_new - mean.astype(np.float32)) / np.where(std > 0, std, 1).astype(np.float32))
     h = np.asarray(Z, np.float64)
-    params = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in ck.state]
+    params = [{k: np.asarray(v, np.float64) for k, v in layer.items()} for layer in ck.params]
     for layer in params[:-1]:
         h = np.maximum(h @ layer["W"].T + layer["b"], 0)
     scores = h @ params[-1]["W"].T + params[-1]["b"]
@@ -75,7 +76,7 @@ def test_train_on_csv_with_string_labels_then_predict_and_eval(tmp_path, capsys)
     Z, scores = _reference(ck, X[:300], X[300:])
     assert [r[0] for r in rows] == list(LABELS[scores.argmax(1)])
     # and the library's own route: train.predict on the same params and standardized array
-    mine = mj.train.predict(mj.forward(ck.state, Z, ck.spec), ck.spec)
+    mine = mj.train.predict(mj.forward(ck.params, Z, ck.spec), ck.spec)
     assert [r[0] for r in rows] == list(LABELS[np.asarray(mine)])
     probs = np.array([[float(v) for v in r[1:]] for r in rows])
     e = np.exp(scores - scores.max(1, keepdims=True))
@@ -165,7 +166,22 @@ BAD_FILES = [
                                                           np.nan, X0), y=K0)),
      r"X row 7, column 1 is nan: features must be finite numbers$"),
     ("inf in csv", lambda t: _bad(t, "i.csv", lambda p: p.write_text(
-        "a,b,kind\n1,2,x\n3,inf,y\n")), r"X row 1, column 1 \('b'\) is inf"),
+        "a,b,kind\n1,2,x\n3,inf,y\n")),
+     r"i.csv line 3, column 'b': inf is not a finite number; features must be finite"),
+    ("an empty cell after a blank line", lambda t: _bad(t, "gap.csv", lambda p: p.write_text(
+        "a,b,kind\n\n1,2,x\n3,,y\n")),
+     r"gap.csv line 4, column 'b': '' is not a number \(an empty cell: fill in or drop"),
+    ("Latin-1 text", lambda t: _bad(t, "l1.csv", lambda p: p.write_bytes(
+        "a,b,kind\n1,2,x\n3,4,gr\xf6n\n".encode("latin-1"))),
+     r"l1.csv line 3, character 7: byte 0xf6 is not UTF-8 text \(Latin-1 or "
+     r"Windows-1252\?\); save the file as UTF-8"),
+    ("decimal commas", lambda t: _bad(t, "dc.csv", lambda p: p.write_text(
+        "a;b;kind\n1,5;2;x\n3;4;y\n")),
+     r"dc.csv line 2, column 'a': '1,5' is not a number \(a decimal comma\? write numbers "
+     r"with a point\)$"),
+    ("one column", lambda t: _bad(t, "one.csv", lambda p: p.write_text("ab|kind\n1|x\n")),
+     r"one.csv has no feature columns besides the labels \(one column, 'ab\|kind': columns "
+     r"are separated by commas, semicolons or tabs\)$"),
     ("one class", lambda t: _bad(t, "o.npz", _npz(X=X0, y=np.zeros(40))),
      r"y has a single class \(0\): a classifier needs at least two$"),
     ("no label column", lambda t: _bad(t, "c.csv", lambda p: p.write_text("a,b\n1,2\n")),
@@ -208,6 +224,20 @@ def test_bad_training_file_one_line_exit_2_nothing_written(case, make, match, tm
     assert len(err.splitlines()) == 1 and err.startswith("mlp-jax: error: "), err
     assert re.search(match, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_many_classes_when_asked(tmp_path, capsys):
+    """The regression-target refusal gives way to --many-classes; a sweep's rerun command
+    carries the flag."""
+    X = np.random.default_rng(0).normal(size=(442, 2)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=np.arange(442) % 200)
+    ds = data.from_arrays(X, np.arange(442) % 200, many_classes=True)
+    assert ds.num_classes == 200
+    assert cli.main(["sweep", "--data", str(tmp_path / "reg.npz"), "--many-classes",
+                     "--epochs", "1", "--hidden", "4", "--lr", "1e-3", "--quiet",
+                     "--out", str(tmp_path / "s")]) == 0
+    with open(tmp_path / "s" / "sweep.json") as f:
+        assert " --many-classes " in json.load(f)["best_command"]
 
 
 def test_bad_prediction_and_evaluation_files_one_line_exit_2(tmp_path, capsys):
@@ -269,3 +299,24 @@ def test_files_that_mean_what_they_say_work(tmp_path, capsys):
     assert "acc" in capsys.readouterr().out
     flags = data.from_arrays(X, k == 1, val_fraction=0)
     assert flags.preprocessing.classes == (0, 1) and set(flags.y_train.tolist()) == {0, 1}
+
+
+SPELLINGS = {  # the same table, as spreadsheets and editors write it
+    "utf16.csv": lambda rows: "\n".join(",".join(r) for r in rows).encode("utf-16"),
+    "semicolons.csv": lambda rows: "\n".join(";".join(r) for r in rows).encode(),
+    "tabs.csv": lambda rows: "\r\n".join("\t".join(r) for r in rows).encode(),
+    "trailing.csv": lambda rows: "".join(",".join(r) + ",\n" for r in rows).encode(),
+    "blank_lines.csv": lambda rows: ("\n\n".join(",".join(r) for r in rows) + "\n  \n").encode(),
+}
+
+
+@pytest.mark.parametrize("name", SPELLINGS)
+def test_a_table_reads_the_same_however_it_is_spelled(name, tmp_path):
+    """UTF-16 with its mark, semicolons, tabs and CRLF, a delimiter ending every line, blank
+    and whitespace-only lines: each reads as the plain comma file does."""
+    rows = [["a", "b", "kind"], ["1.5", "-2", "cat"], ["3", "4e-3", "dog"], ["0", "1", "cat"]]
+    path = tmp_path / name
+    path.write_bytes(SPELLINGS[name](rows))
+    got = files.read(str(path))
+    np.testing.assert_array_equal(got["X"], np.array([[1.5, -2], [3, 4e-3], [0, 1]], np.float32))
+    assert list(got["y"]) == ["cat", "dog", "cat"] and got["features"] == ("a", "b")

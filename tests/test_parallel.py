@@ -108,11 +108,11 @@ def test_two_processes_match_one(tmp_path):
     assert single.returncode == 0, single.stderr
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
-    a = checkpoint.load_params(str(tmp_path / "one" / "checkpoint.npz"), best=False)
-    b = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), best=False)
+    a = checkpoint.load_params(str(tmp_path / "one" / "checkpoint.npz"), which="final")
+    b = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), which="final")
     assert a.history[-1]["step"] == b.history[-1]["step"] == 300
     diff = max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
-               for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)))
+               for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
     assert diff <= F32, diff
     assert not (tmp_path / "p1").exists()  # only process 0 writes files, or makes --out
 
@@ -207,5 +207,5 @@ def test_peer_that_dies_mid_run_ends_the_other_with_one_line(tmp_path):
     assert not _running(str(tmp_path / "p1")), "process 1's worker outlived its supervisor"
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "@ 0x" not in err, err
     assert "process 0 of 2" in err and ("died" in err or "unreachable" in err), err
-    ck = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), best=False)
+    ck = checkpoint.load_params(str(tmp_path / "p0" / "checkpoint.npz"), which="final")
     assert ck.history[-1]["epoch"] >= 3

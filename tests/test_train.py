@@ -73,9 +73,9 @@ def test_divergence_stops_with_epoch_and_step(tmp_path):
         train.fit(spec, ds, explode, epochs=50, batch_size=30, key=jax.random.key(0),
                   eval_every=1, checkpoint_path=path, progress=False)
     assert "holds epoch 3" in str(e.value)
-    ck = checkpoint.load_params(path, best=False)
+    ck = checkpoint.load_params(path, which="final")
     assert ck.history[-1]["epoch"] == 3
-    assert all(np.isfinite(a).all() for a in jax.tree.leaves(ck.state))
+    assert all(np.isfinite(a).all() for a in jax.tree.leaves(ck.params))
 
 
 def test_evaluation_in_chunks_is_the_whole_splits_loss_and_accuracy(monkeypatch, x64):
@@ -204,7 +204,7 @@ def test_half_precision_trains_and_its_checkpoints_load_back(dtype, name, tmp_pa
                                                                        opt))
     assert tree_equal(back.state.params, r.state.params)
     assert {a.dtype for a in jax.tree.leaves(back.state.params)} == {jnp.dtype(dtype)}
-    assert tree_equal(checkpoint.load_params(path, best=False).state, r.state.params)
+    assert tree_equal(checkpoint.load_params(path, which="final").params, r.state.params)
 
 
 def test_diverged_sees_a_finite_explosion_and_nothing_else():
