@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from mlp_jax import checkpoint
 from tests.procs import alive, blocks, children, wait_until
 from tests.timeouts import guard
 
@@ -44,6 +46,39 @@ def test_train_and_sweep_interrupted_at_any_moment_stop(tmp_path, command, after
         proc.kill()
     assert proc.returncode == 130, (after, proc.returncode, err[-2000:])
     assert err.strip() in _interrupted(out), err[-2000:]
+    for path in out.rglob("checkpoint.npz"):  # what was saved stays whole
+        assert checkpoint.load_params(str(path)).history, path
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3, 0.8])
+def test_predict_interrupted_stops_and_leaves_no_partial_file(tmp_path, after):
+    """``predict`` too: one line, exit 130, and its --out is absent or whole, never part
+    of a file (it is written aside and renamed)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(200, 30)), y=rng.integers(0, 3, 200))
+    np.savez(tmp_path / "new.npz", X=rng.normal(size=(300_000, 30)))
+    assert subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--data",
+                           str(tmp_path / "d.npz"), "--epochs", "1", "--quiet", "--out",
+                           str(tmp_path / "run")], capture_output=True,
+                          timeout=guard(120)).returncode == 0
+    out = tmp_path / "p.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "predict", "--checkpoint",
+                             str(tmp_path / "run"), "--data", str(tmp_path / "new.npz"),
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: blocks(proc.pid), guard(30)), "no handler installed"
+        time.sleep(after)
+        assert proc.poll() is None, "predict ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=guard(60))
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (after, proc.returncode, err[-2000:])
+    assert err.strip() == "mlp-jax: interrupted", err[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("p.csv")] in ([], ["p.csv"])
+    if out.exists():
+        assert len(out.read_text().splitlines()) == 300_001
 
 
 def test_gradcheck_interrupted_leaves_no_worker_and_says_one_line():
