@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from . import programs
 from .optim import GradientTransformation
 from .parallel import axis_mesh
 from .spec import Hyper, MLPSpec
@@ -113,11 +114,17 @@ def make_sweep(spec: MLPSpec, make_optimizer: Callable[[jax.Array], GradientTran
     ``make_optimizer(lr)`` builds the optimizer from a traced learning rate,
     e.g. ``lambda lr: optim.momentum(lr, 0.9)``. ``mesh``: a :func:`config_mesh` to
     shard the configs over (their number a multiple of its size). ``batching``:
-    ``"vmap"`` or ``"map"`` within a device; None picks :data:`BATCHING`'s.
+    ``"vmap"`` or ``"map"`` within a device; None picks :data:`BATCHING`'s. Built once
+    per configuration (:mod:`mlp_jax.programs`): a second sweep compiles nothing.
     """
     batching = batching or BATCHING.get(jax.default_backend(), "vmap")
     if batching not in ("vmap", "map"):
         raise ValueError(f"batching must be 'vmap' or 'map'; got {batching!r}")
+    return programs.cached(_make_sweep, spec, make_optimizer, epochs, batch_size, grad, mesh,
+                           batching)
+
+
+def _make_sweep(spec, make_optimizer, epochs, batch_size, grad, mesh, batching):
 
     def one(key, lr, hyper, X, Y):
         opt = make_optimizer(lr)

@@ -49,6 +49,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import programs
 from .backprop import backprop
 from .losses import BINARY01, BINARY_PM1, CLASS
 from .network import forward, init_params, init_stats, l2_penalty, loss
@@ -162,6 +163,10 @@ def make_train_step(spec: MLPSpec, optimizer: GradientTransformation, grad: str 
     """``step(state, x, y, hyper=None) -> (state, loss)``, jit-compiled once for ``spec``;
     over ``mesh`` (params replicated, the batch split along ``data``) when given."""
     gradients(spec, grad, mesh, form)  # checks grad and form
+    return programs.cached(_step_program, spec, optimizer, grad, mesh, form)
+
+
+def _step_program(spec, optimizer, grad, mesh, form):
     return _jit(partial(train_step, spec, optimizer, grad, mesh=mesh, form=form), mesh)
 
 
@@ -225,6 +230,11 @@ def make_epochs(spec: MLPSpec, optimizer: GradientTransformation, batch_size: in
     """``epochs(state, X, Y, hyper=None) -> (state, losses)``: ``num_epochs`` fused, jitted;
     over ``mesh`` when given (``X``, ``Y`` and the state replicated on it)."""
     gradients(spec, grad, mesh, form)  # checks grad and form
+    return programs.cached(_epochs_program, spec, optimizer, batch_size, num_epochs, grad,
+                           mesh, form)
+
+
+def _epochs_program(spec, optimizer, batch_size, num_epochs, grad, mesh, form):
     return _jit(partial(run_epochs, spec, optimizer, grad, batch_size, num_epochs, mesh=mesh,
                         form=form), mesh)
 
