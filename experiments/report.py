@@ -30,6 +30,19 @@ def loader(results: str):
     return load
 
 
+def versions() -> str:
+    """The libraries the numbers depend on, as installed where the report was written."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("jax", "numpy", "scikit-learn"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
 def f3(v):
     return "—" if v is None else f"{v:.3f}"
 
@@ -39,7 +52,18 @@ def section(results: str = RESULTS) -> str:
     out = [START, "", "## Experiments: the lectures' claims, measured", "",
            "Each experiment: `python -m experiments.NAME` (`--quick` for a seconds-long "
            "smoke run, which the tests run). All of them and this section: "
-           "`python -m experiments.report --run`.", ""]
+           f"`python -m experiments.report --run` (these numbers: {versions()}, CPU).", "",
+           "**Reproducing them**: `python -m experiments.reproduce [NAME ...]` reruns the "
+           "experiments and compares every number with the committed one within the "
+           "tolerances in `experiments/reproduce.py` (accuracies ±0.02, step counts, losses "
+           "and the rest a few per cent; how long a run took is not compared): XLA rounds "
+           "float32 differently on other CPUs and versions, and long trainings at large "
+           "learning rates amplify that into an example or two. The tests rerun the quick "
+           "forms against `experiments/results/quick_reference.json`. Two kinds of number "
+           "depend on the library versions beyond that: runs at the edge of divergence "
+           "(`dead_relu` at lr ≥ 1 diverges or not) and scikit-learn's solvers "
+           "(`single_neuron`'s LinearSVC stops short of the optimum where its version "
+           "stops).", ""]
 
     r = load("nonlinearity")
     out += ["### Why the nonlinearity (`nonlinearity`)", "",

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from experiments import reproduce
 from tests.timeouts import guard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,21 +16,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-def run_quick(name):
+def run_quick(name, into):
+    """The experiment's quick run, its results written under ``into``; an experiment
+    behind the README's section must reproduce its committed quick numbers
+    (``experiments.reproduce``: a fresh clone gets the README's figures)."""
     proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick"], cwd=ROOT,
+                          env=dict(os.environ, MLP_JAX_RESULTS=str(into)),
                           capture_output=True, text=True, timeout=guard(300))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    base = os.path.join(ROOT, "experiments", "results", f"{name}.quick")
+    base = os.path.join(into, f"{name}.quick")
     assert os.path.exists(base + ".json")
     if name != "benchmark":
         assert os.path.getsize(base + ".png") > 10_000  # a real figure
     with open(base + ".json") as f:
-        return json.load(f)
+        numbers = json.load(f)
+    if name in reproduce.SCRIPTS:
+        differ = reproduce.compare(name, reproduce.reference(name, quick=True), numbers)
+        assert not differ, "\n".join(differ)
+    return numbers
 
 
 @pytest.mark.calibration
-def test_nonlinearity():
-    r = run_quick("nonlinearity")
+def test_nonlinearity(tmp_path):
+    r = run_quick("nonlinearity", tmp_path)
     assert r["collapse_max_rel_diff_float64"] < 1e-13
     lin, deep = r["linear classifier (2-3)"], r["3-layer linear net (2-100-100-3)"]
     relu = r["2-layer ReLU net (2-100-3)"]
@@ -37,8 +46,8 @@ def test_nonlinearity():
 
 
 @pytest.mark.calibration
-def test_single_neuron_matches_sklearn():
-    r = run_quick("single_neuron")
+def test_single_neuron_matches_sklearn(tmp_path):
+    r = run_quick("single_neuron", tmp_path)
     assert abs(r["logistic"]["test_acc_ours"] - r["logistic"]["test_acc_sklearn"]) <= 1e-3
     assert r["logistic"]["weight_rel_diff"] < 1e-2
     assert r["hinge"]["objective_ours"] <= r["hinge"]["objective_sklearn"] * (1 + 1e-3)
@@ -47,25 +56,25 @@ def test_single_neuron_matches_sklearn():
 
 
 @pytest.mark.calibration
-def test_saturation_sigmoid_gradients_vanish_at_init():
-    r = run_quick("saturation")
+def test_saturation_sigmoid_gradients_vanish_at_init(tmp_path):
+    r = run_quick("saturation", tmp_path)
     assert r["sigmoid"]["layer1_over_last_at_init"] < 0.05
     assert r["tanh"]["layer1_over_last_at_init"] > 0.1
 
 
 @pytest.mark.calibration
-def test_dead_relu():
-    r = run_quick("dead_relu")
+def test_dead_relu(tmp_path):
+    r = run_quick("dead_relu", tmp_path)
     relu = r["relu (pixels in [0, 1])"]["dead_fraction"]
     assert relu[-1] is None or relu[-1] > 0.5  # lr 3.0 kills (or blows up) the ReLU layer
     assert all(d in (0.0, None) for d in r["leaky_relu (pixels in [0, 1])"]["dead_fraction"])
 
 
 @pytest.mark.calibration
-def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net():
+def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net(tmp_path):
     """Two epochs of SGD: the 8-layer sigmoid net stays at chance without a norm, and well
     above it with batch norm (evaluated by its running statistics)."""
-    r = run_quick("normalization")
+    r = run_quick("normalization", tmp_path)
     sat = r["saturation"]
     assert sat["none"]["mean"] < 0.2 and sat["batchnorm"]["mean"] > 0.5
     assert set(r["depth"]["digits"]["4"]) == {"sizes", "none", "batchnorm", "layernorm"}
@@ -73,27 +82,27 @@ def test_normalization_batch_norm_lifts_the_saturated_sigmoid_net():
 
 @pytest.mark.calibration
 @pytest.mark.parametrize("name", ["capacity", "activations", "depth", "headline", "own_data"])
-def test_runs(name):
-    run_quick(name)
+def test_runs(name, tmp_path):
+    run_quick(name, tmp_path)
 
 
 @pytest.mark.calibration
-def test_universal_error_falls_with_width():
-    r = run_quick("universal")
+def test_universal_error_falls_with_width(tmp_path):
+    r = run_quick("universal", tmp_path)
     assert r["max_error"][-1] < r["max_error"][0] / 2
 
 
 @pytest.mark.calibration
-def test_benchmark_smoke():
-    r = run_quick("benchmark")
+def test_benchmark_smoke(tmp_path):
+    r = run_quick("benchmark", tmp_path)
     assert {"cifar_step", "spiral", "sweep", "memory"} <= set(r)
 
 
 @pytest.mark.calibration
-def test_gradcheck_anchors():
+def test_gradcheck_anchors(tmp_path):
     """Ours flags every wrong derivation and no right one; the anchors false-alarm on the
     kinked right derivation (leaky ReLU at 0) and miss the 1e-9 error ours sees."""
-    r = run_quick("gradcheck_anchors")
+    r = run_quick("gradcheck_anchors", tmp_path)
     ours, jx = "check_grads (ours)", "jax.test_util.check_grads"
     assert all(v[ours] == r["draws"] for v in r["wrong"].values())
     assert all(v[ours] == 0 for v in r["right"].values())
@@ -198,13 +207,14 @@ def test_mutation_score_counts_and_lists_what_survived():
 
 @pytest.mark.slow
 @pytest.mark.calibration
-def test_derivatives_corpus_quick():
+def test_derivatives_corpus_quick(tmp_path):
     """check_derivative on a slice of the corpus: no false alarm, every exercised mistake
     caught (the full run is the README's table)."""
     proc = subprocess.run([sys.executable, "-m", "experiments.derivatives", "--quick"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=guard(600))
+                          cwd=ROOT, env=dict(os.environ, MLP_JAX_RESULTS=str(tmp_path)),
+                          capture_output=True, text=True, timeout=guard(600))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(os.path.join(ROOT, "experiments", "results", "derivatives.quick.json")) as f:
+    with open(tmp_path / "derivatives.quick.json") as f:
         numbers = json.load(f)
     for dtype, cell in numbers["table"]["correct"].items():
         assert cell["ours"] == 0 and cell["n"] > 0, (dtype, cell)
