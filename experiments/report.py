@@ -379,7 +379,7 @@ def notes(h) -> list[str]:
 
 
 PERF_START, PERF_END = "<!-- performance:start -->", "<!-- performance:end -->"
-# The benchmark's goals (the training-layer issue's acceptance), each with its direction.
+# The benchmark's goals (ratios the README states as targets), each with its direction.
 GOALS = {"spiral_vs_numpy": 4.5, "cifar_vs_products": 1.0, "cifar_of_roofline": 0.80,
          "sweep_vs_sequential": 2.5, "memory_vs_data": 1.5, "norm_vs_plain": 1.3}
 
