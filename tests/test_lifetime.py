@@ -50,20 +50,27 @@ def test_train_and_sweep_interrupted_at_any_moment_stop(tmp_path, command, after
         assert checkpoint.load_params(str(path)).history, path
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained on a file, and a large file of features to predict."""
+    where = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    np.savez(where / "d.npz", X=rng.normal(size=(200, 30)), y=rng.integers(0, 3, 200))
+    np.savez(where / "new.npz", X=rng.normal(size=(300_000, 30)))
+    assert subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--data",
+                           str(where / "d.npz"), "--epochs", "1", "--quiet", "--out",
+                           str(where / "run")], capture_output=True,
+                          timeout=guard(120)).returncode == 0
+    return where
+
+
 @pytest.mark.parametrize("after", [0.0, 0.3, 0.8])
-def test_predict_interrupted_stops_and_leaves_no_partial_file(tmp_path, after):
+def test_predict_interrupted_stops_and_leaves_no_partial_file(trained, tmp_path, after):
     """``predict`` too: one line, exit 130, and its --out is absent or whole, never part
     of a file (it is written aside and renamed)."""
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", X=rng.normal(size=(200, 30)), y=rng.integers(0, 3, 200))
-    np.savez(tmp_path / "new.npz", X=rng.normal(size=(300_000, 30)))
-    assert subprocess.run([sys.executable, "-m", "mlp_jax.cli", "train", "--data",
-                           str(tmp_path / "d.npz"), "--epochs", "1", "--quiet", "--out",
-                           str(tmp_path / "run")], capture_output=True,
-                          timeout=guard(120)).returncode == 0
     out = tmp_path / "p.csv"
     proc = subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "predict", "--checkpoint",
-                             str(tmp_path / "run"), "--data", str(tmp_path / "new.npz"),
+                             str(trained / "run"), "--data", str(trained / "new.npz"),
                              "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
