@@ -345,7 +345,7 @@ def _train(args) -> int:
         raise UsageError(str(e)) from e
     import jax
 
-    from . import train
+    from . import lifetime, train
     from .checkpoint import CheckpointError, load_params
 
     lead = jax.process_index() == 0  # only process 0 writes files and talks
@@ -371,10 +371,11 @@ def _train(args) -> int:
     state = _init_from(args, spec, opt) if args.init_from else None
     if lead:
         _make_out(args.out)
-        if args.overwrite:  # the old run goes first, whole: a directory is one run
-            for name in RUN_FILES:
-                if os.path.exists(os.path.join(args.out, name)):
-                    os.remove(os.path.join(args.out, name))
+        if args.overwrite:  # the old run goes first, whole (an interrupt waits for it)
+            with lifetime.whole_write():
+                for name in RUN_FILES:
+                    if os.path.exists(os.path.join(args.out, name)):
+                        os.remove(os.path.join(args.out, name))
     rows = []
     if args.resume:
         try:
