@@ -78,6 +78,7 @@ def _cli_train(out, *extra, quiet=True):
     return cmd
 
 
+@pytest.mark.calibration
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     """A real process, killed with SIGKILL twice mid-run, resumed each time; with batch
@@ -160,6 +161,7 @@ def test_a_record_valid_json_but_wrong_is_a_checkpoint_error(tmp_path, edit, mat
             checkpoint.load_params(path)
 
 
+@pytest.mark.calibration
 @pytest.mark.slow
 def test_ctrl_c_anywhere_is_one_line_and_keeps_the_checkpoint(tmp_path):
     """SIGINT once the command is running (it has printed its first line: the first

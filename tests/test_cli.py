@@ -380,6 +380,7 @@ def test_an_exploding_loss_stops_training_and_is_never_the_best_of_a_sweep(tmp_p
     assert table["diverged"] == 2 and table["best"] is None and table["best_command"] is None
 
 
+@pytest.mark.calibration
 @pytest.mark.slow
 def test_a_second_run_of_the_same_shapes_compiles_nothing(tmp_path):
     """With the compilation cache (on by default; here in a directory of the test's own),

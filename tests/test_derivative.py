@@ -146,6 +146,7 @@ def test_static_arguments_and_nondiff_argnums():
         mj.check_derivative(f, *args)
 
 
+@pytest.mark.calibration
 def test_a_large_input_is_checked_by_projections_and_still_catches_an_error():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(300, 300)), jnp.float32)
@@ -246,6 +247,7 @@ def test_cli_function_bad_options_are_one_line(argv, match, capsys):
     assert code == 2 and match in err and err.count("\n") == 1, err
 
 
+@pytest.mark.calibration
 @pytest.mark.slow
 def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     check_example("## Is my derivative right?")

@@ -533,6 +533,7 @@ def test_a_leaf_with_nothing_to_compare_passes_showing_nothing():
     assert np.isnan(c.hand) and np.isnan(c.reference) and c.passed
 
 
+@pytest.mark.calibration
 @pytest.mark.slow
 def test_readme_example_runs_as_written_and_prints_what_the_readme_shows():
     check_example("## Is my derivation right?")

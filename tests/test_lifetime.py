@@ -18,7 +18,7 @@ from mlp_jax import checkpoint
 from tests.procs import alive, blocks, children, wait_until
 from tests.timeouts import guard
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.calibration,
               pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's /proc")]
 
 

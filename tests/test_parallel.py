@@ -17,7 +17,7 @@ from tests.timeouts import guard
 HERE = os.path.dirname(os.path.abspath(__file__))
 F32 = 2e-6  # float32 rounding, accumulated over the steps compared
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.calibration]  # long: CI runs them
 
 
 @pytest.fixture(scope="module")

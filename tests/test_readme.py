@@ -21,6 +21,7 @@ def test_the_readme_has_the_blocks_we_mean_to_run():
     assert any("train.fit(" in b for b in BLOCKS) and any("check_grads" in b for b in BLOCKS)
 
 
+@pytest.mark.calibration
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs_as_written(index, tmp_path):
     proc = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path,
