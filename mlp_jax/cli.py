@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 
@@ -1222,6 +1223,15 @@ def _compile_cache(off: bool) -> None:
     loads its programs instead of compiling them."""
     where = None if off else compile_cache_dir()
     if where is None:
+        return
+    try:  # a directory this process cannot write to is a warning, not a failure
+        os.makedirs(where, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as e:
+        print(f"mlp-jax: warning: no compilation cache: cannot write to {where} "
+              f"({e.strerror or e}); compiling afresh (MLP_JAX_COMPILE_CACHE=DIR moves it, "
+              "=0 or --no-compile-cache turns it off)", file=sys.stderr)
         return
     import jax
 

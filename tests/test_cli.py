@@ -380,6 +380,19 @@ def test_an_exploding_loss_stops_training_and_is_never_the_best_of_a_sweep(tmp_p
     assert table["diverged"] == 2 and table["best"] is None and table["best_command"] is None
 
 
+def test_a_cache_directory_it_cannot_write_is_a_warning(tmp_path, monkeypatch, capsys):
+    """The compilation cache where a file stands in the path (unwritable even for root):
+    one warning line, the run trains as without a cache."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MLP_JAX_COMPILE_CACHE", str(tmp_path / "file" / "xla"))
+    assert cli.main(["train", "--dataset", "spiral", "--epochs", "1", "--hidden", "8",
+                     "--quiet", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlp-jax: warning: no compilation cache: cannot write to ") and \
+        len(err.splitlines()) == 1, err
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
+
+
 @pytest.mark.calibration
 @pytest.mark.slow
 def test_a_second_run_of_the_same_shapes_compiles_nothing(tmp_path):
