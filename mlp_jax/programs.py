@@ -18,6 +18,8 @@ import functools
 import types
 from collections import OrderedDict
 
+from jax.sharding import Mesh
+
 MAX_PROGRAMS = 64  # built programs kept (least recently used dropped first)
 _PROGRAMS: OrderedDict = OrderedDict()
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
@@ -32,11 +34,11 @@ def static_key(obj):
 
     Numbers and strings by type and value; tuples, lists and dicts by their items;
     functions by their code, defaults and closed-over values (recursively), and the
-    module they were defined in; ``functools.partial`` by its function and arguments; any
-    other object by its own value hash (a frozen dataclass such as ``MLPSpec``, a
-    ``Mesh``), never by identity. Raises :class:`Unkeyable` otherwise. A module-level
-    name a function reads is not part of its key: as with ``jax.jit`` itself, a program
-    sees a global's value when it is traced."""
+    module they were defined in; ``functools.partial`` by its function and arguments; a
+    ``Mesh`` by its devices and axes; any other object by its own value hash (a frozen
+    dataclass such as ``MLPSpec``), never by identity. Raises :class:`Unkeyable`
+    otherwise. A module-level name a function reads is not part of its key: as with
+    ``jax.jit`` itself, a program sees a global's value when it is traced."""
     if isinstance(obj, _ATOMS):
         return type(obj).__name__, obj
     if isinstance(obj, (tuple, list)):  # NamedTuples too: their type is part of the key
@@ -52,6 +54,9 @@ def static_key(obj):
                 static_key(obj.keywords))
     if isinstance(obj, (types.BuiltinFunctionType, type)):
         return "object", obj
+    if isinstance(obj, Mesh):  # hashed by identity, but a mesh is its devices and axes
+        return ("mesh", obj.devices.shape, tuple(d.id for d in obj.devices.flat),
+                obj.axis_names, static_key(getattr(obj, "axis_types", None)))
     if type(obj).__hash__ not in (None, object.__hash__) and not hasattr(obj, "__array__"):
         try:
             hash(obj)

@@ -79,6 +79,9 @@ def test_keys_tell_programs_apart_and_refuse_what_they_cannot_key():
         programs.cached(build, lambda lr: lr * array)
     assert len(built) == 7
 
+    # a Mesh hashes by identity, yet two of the same devices and axes are one program
+    assert programs.static_key(sweep.config_mesh()) == programs.static_key(sweep.config_mesh())
+
     class Mutable:
         lr = 1.0
 
