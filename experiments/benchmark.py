@@ -318,13 +318,96 @@ for where, mesh in meshes.items():
         variants[f"{where}, {batching}"] = median_time(
             lambda run=run: block(run(keys, lrs, hypers, X, Y)), repeats=1 if QUICK else 3,
             warmup=1)
+# sweep() through the API, twice, as a notebook cell run twice: the second call reuses
+# the first's compiled program (mlp_jax.programs), against that program's time alone
+spiral_ds = data.spiral()
+api = []
+for _ in range(2):
+    t = time.perf_counter()
+    sweep.sweep(sspec, spiral_ds, lambda lr: optim.sgd(lr), configs, epochs=SWEEP_STEPS,
+                batch_size=300)
+    api.append(time.perf_counter() - t)
+default_variant = (f"{jax.local_device_count()} devices" if jax.local_device_count() > 1
+                   else "1 device") + f", {sweep.BATCHING.get(jax.default_backend(), 'vmap')}"
 results["sweep"] = {"configs": len(configs), "steps": SWEEP_STEPS, "sequential_s": t_seq,
                     "variants_s": variants, "backend": jax.default_backend(),
-                    "default_batching": sweep.BATCHING.get(jax.default_backend(), "vmap")}
+                    "default_batching": sweep.BATCHING.get(jax.default_backend(), "vmap"),
+                    "api_first_s": api[0], "api_second_s": api[1],
+                    "api_program": default_variant}
 print(f"\nSweep of {len(configs)} spiral trainings x {SWEEP_STEPS} steps: {len(configs)} "
       f"sequential calls of the single-config program {t_seq:.2f} s; one program:")
 for name, t in variants.items():
     print(f"  {name:16s} {t:6.2f} s  (x{t_seq / t:.2f} throughput)")
+print(f"sweep() through the API: first call {api[0]:.2f} s, second {api[1]:.2f} s "
+      f"(x{api[1] / variants[default_variant]:.2f} its compiled program's "
+      f"{variants[default_variant]:.2f} s)")
+
+# --- Time to result: the quick start's job against scikit-learn's ------------------
+# As a user runs them, each in a fresh process (imports counted): `mlp-jax train` on
+# digits with its defaults, cold (an empty compilation cache) and warm (the cache a
+# previous run filled), against scikit-learn's MLPClassifier with one BLAS thread on the
+# same training split and the same width, batch, lr and epochs. Interleaved; medians.
+SKLEARN = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np
+from sklearn.neural_network import MLPClassifier
+d = np.load(sys.argv[1])
+clf = MLPClassifier(hidden_layer_sizes=(256,), batch_size=64, learning_rate_init=1e-3,
+                    max_iter=int(sys.argv[2]), random_state=0)
+clf.fit(d["X_train"], d["y_train"])
+print((clf.predict(d["X_test"]) == d["y_test"]).mean(), time.perf_counter() - t0)
+"""
+TTR_EPOCHS, TTR_ROUNDS = (5, 1) if QUICK else (100, 3)
+
+
+def time_to_result():
+    import shutil
+    import tempfile
+
+    where = tempfile.mkdtemp()
+    digits_ds = data.digits()
+    np.savez(os.path.join(where, "digits.npz"), X_train=digits_ds.X_train,
+             y_train=digits_ds.y_train, X_test=digits_ds.X_test, y_test=digits_ds.y_test)
+    one_thread = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                      MKL_NUM_THREADS="1")
+    runs = {"cold": [], "warm": [], "sklearn": []}
+    accuracy = {}
+    warm_cache = os.path.join(where, "warm-cache")
+    for i in range(TTR_ROUNDS + 1):  # round 0 fills the warm cache
+        for kind in ("cold", "warm", "sklearn"):
+            if kind == "sklearn":
+                t = time.perf_counter()
+                out = run_python(["-c", SKLEARN, os.path.join(where, "digits.npz"),
+                                  str(TTR_EPOCHS)], env=one_thread, capture_output=True,
+                                 text=True, check=True).stdout.split()
+                wall, accuracy["sklearn"] = time.perf_counter() - t, float(out[0])
+            else:
+                cache = warm_cache if kind == "warm" else os.path.join(where, f"cold-{i}")
+                out_dir = os.path.join(where, f"{kind}-{i}")
+                t = time.perf_counter()
+                run_python(["-m", "mlp_jax.cli", "train", "--epochs", str(TTR_EPOCHS),
+                            "--quiet", "--out", out_dir],
+                           env=dict(os.environ, MLP_JAX_COMPILE_CACHE=cache),
+                           capture_output=True, text=True, check=True)
+                wall = time.perf_counter() - t
+                with open(os.path.join(out_dir, "summary.json")) as f:
+                    accuracy["mlp_jax"] = json.load(f)["test_acc"]
+            if i:
+                runs[kind].append(wall)
+    shutil.rmtree(where, ignore_errors=True)
+    out = {k: statistics.median(v) for k, v in runs.items()}
+    return {"epochs": TTR_EPOCHS, "rounds": TTR_ROUNDS, "seconds": out, "all": runs,
+            "test_acc": accuracy}
+
+
+ttr = results["time_to_result"] = time_to_result()
+tt, acc = ttr["seconds"], ttr["test_acc"]
+print(f"\nTime to result, {TTR_EPOCHS} epochs on digits (medians of {TTR_ROUNDS}): mlp-jax train "
+      f"warm {tt['warm']:.2f} s, cold {tt['cold']:.2f} s (test acc {acc['mlp_jax']:.4f}); "
+      f"scikit-learn MLPClassifier, 1 thread, {tt['sklearn']:.2f} s (test acc "
+      f"{acc['sklearn']:.4f}): warm x{tt['warm'] / tt['sklearn']:.2f}, cold "
+      f"x{tt['cold'] / tt['sklearn']:.2f} its time")
 
 
 child = run_python(["-m", "experiments.benchmark", "--memory-child", str(MEMORY_N)],

@@ -172,7 +172,11 @@ def test_performance_tables_follow_the_benchmark(tmp_path):
     b = json.loads((results / "benchmark.json").read_text())
     b["spiral"].update(fused_s=1.0, numpy_s=5.0)
     b["sweep"].update(sequential_s=30.0, variants_s={"1 device, map": 20.0,
-                                                     "2 devices, map": 10.0})
+                                                     "2 devices, map": 10.0},
+                      api_first_s=14.0, api_second_s=10.5, api_program="2 devices, map")
+    b["time_to_result"] = {"epochs": 100, "rounds": 3, "test_acc": {"mlp_jax": 0.97,
+                                                                    "sklearn": 0.96},
+                           "seconds": {"warm": 2.0, "cold": 5.0, "sklearn": 2.5}}
     (results / "benchmark.json").write_text(json.dumps(b))
     (results / "benchmark_gpu.json").unlink(missing_ok=True)
     text = report.performance(str(results))
@@ -181,6 +185,10 @@ def test_performance_tables_follow_the_benchmark(tmp_path):
            "≥ 2.5× ✓ |" in text
     assert "over 2 devices instead of 1 gives 2.00× (20.00 s → 10.00 s)" in text
     assert "On a GPU" not in text
+    assert "(the first call: 14.00 s) | 10.50 s | its compiled program alone (2 devices, " \
+           "map) 10.00 s | 1.05× | ≤ 1.1× ✓ |" in text
+    assert "test acc 0.9700 | scikit-learn" in text and "| 0.80× its time | ≤ 1× ✓ |" in text
+    assert "| … cold (an empty compilation cache) | 5.00 s | | 2.00× | ≤ 1.5× ✗ |" in text
     b["spiral"]["numpy_s"] = 4.0
     (results / "benchmark.json").write_text(json.dumps(b))
     assert "| 4.0× | ≥ 4.5× ✗ |" in report.performance(str(results))
