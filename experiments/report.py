@@ -484,7 +484,7 @@ def performance(results: str = RESULTS) -> str:
         scaling = (f" Sharding the same `lax.map` sweep over {many} instead of 1 gives "
                    f"{one / more:.2f}× ({one:.2f} s → {more:.2f} s).")
     out = [PERF_START, "",
-           "Regenerate with `python -m experiments.benchmark` (about 4 minutes on 2 cores; "
+           "Regenerate with `python -m experiments.benchmark` (about 6 minutes on 2 cores; "
            "writes `experiments/results/benchmark.json`) and `python -m experiments.report`. "
            f"This run: {r['device']} ({r['platform']}), jax {v['jax']}, numpy {v['numpy']}"
            + (f", torch {v['torch']}" if v.get("torch") else "") + ". Ratios are the "
