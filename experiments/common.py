@@ -11,10 +11,10 @@ from mlp_jax.lifetime import end_with_starter
 
 end_with_starter()  # an experiment started by the tests or by another experiment
 
+COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # where results go: the committed results/, or elsewhere for a rerun that must not touch
 # them (experiments.reproduce, the tests)
-RESULTS = (os.environ.get("MLP_JAX_RESULTS")
-           or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+RESULTS = os.environ.get("MLP_JAX_RESULTS") or COMMITTED
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
 from experiments.common import (  # noqa: E402
+    COMMITTED,
     figure_path,
     quick_mode,
     run_python,
@@ -241,8 +242,7 @@ def main():
 
 def big_only():
     """Re-measure only the big-net rows, keeping the rest of results/gradcheck_anchors.json."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                        "gradcheck_anchors.json")
+    path = os.path.join(COMMITTED, "gradcheck_anchors.json")
     with open(path) as f:
         results = json.load(f)
     results["big"] = {which: in_child(which) for which in [*CHECKERS, FULL]}

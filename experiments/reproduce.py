@@ -34,11 +34,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments.common import run_python  # noqa: E402
+from experiments.common import COMMITTED, run_python  # noqa: E402
+from experiments.report import SCRIPTS  # noqa: E402  (the experiments behind the README)
 
-SCRIPTS = ("headline", "nonlinearity", "activations", "saturation", "dead_relu",
-           "single_neuron", "capacity", "universal", "depth", "normalization")
-COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 QUICK_REFERENCE = os.path.join(COMMITTED, "quick_reference.json")
 
 # (pattern, abs, rel), first match wins. Accuracies: a few examples of the smallest split
@@ -93,13 +91,18 @@ def compare(name: str, then: dict, now: dict) -> list[str]:
     return bad
 
 
-def rerun(name: str, quick: bool, into: str) -> dict:
-    """``python -m experiments.NAME`` with its results written under ``into``."""
+class RunFailed(RuntimeError):
+    """An experiment's run ended with an error (the message ends with its stderr)."""
+
+
+def rerun(name: str, quick: bool, into, timeout: float | None = None) -> dict:
+    """``python -m experiments.NAME`` with its results written under ``into``: its
+    numbers (the tests' quick runs use this too)."""
     proc = run_python(["-m", f"experiments.{name}"] + ["--quick"] * quick,
-                      env=dict(os.environ, MLP_JAX_RESULTS=into), capture_output=True,
-                      text=True)
+                      env=dict(os.environ, MLP_JAX_RESULTS=str(into)), capture_output=True,
+                      text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"experiments.{name} failed:\n{proc.stderr[-3000:]}")
+        raise RunFailed(f"experiments.{name} failed:\n{proc.stderr[-3000:]}")
     with open(os.path.join(into, f"{name}{'.quick' if quick else ''}.json")) as f:
         return json.load(f)
 
@@ -131,7 +134,10 @@ def main(argv=None) -> int:
     recorded, failures = {}, 0
     with tempfile.TemporaryDirectory() as into:
         for name in names:
-            now = rerun(name, args.quick, into)
+            try:
+                now = rerun(name, args.quick, into)
+            except RunFailed as e:
+                raise SystemExit(str(e)) from None
             if args.record:
                 recorded[name] = now
                 print(f"{name}: recorded", flush=True)

@@ -82,9 +82,4 @@ def cached(build, *parts):
     return program
 
 
-def clear() -> None:
-    """Forget every built program (``jax.clear_caches()`` frees their compilations)."""
-    _PROGRAMS.clear()
-
-
-__all__ = ["MAX_PROGRAMS", "Unkeyable", "cached", "clear", "static_key"]
+__all__ = ["MAX_PROGRAMS", "Unkeyable", "cached", "static_key"]

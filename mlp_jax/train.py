@@ -381,12 +381,12 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
       TypeError: ``data`` is not a dataset (a tuple ``(X, y)``, say).
     """
     from . import checkpoint as ckpt
+    from . import parallel
 
     if not all(hasattr(data, k) for k in ("X_train", "y_train")):
         raise TypeError(f"data must be a data.Dataset (X_train, y_train, X_val, y_val); got "
                         f"{type(data).__name__}: wrap arrays with "
                         "mlp_jax.data.from_arrays(X, y)")
-    from . import parallel
 
     if grad not in GRAD_SOURCES:
         raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")

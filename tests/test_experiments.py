@@ -20,16 +20,9 @@ def run_quick(name, into):
     """The experiment's quick run, its results written under ``into``; an experiment
     behind the README's section must reproduce its committed quick numbers
     (``experiments.reproduce``: a fresh clone gets the README's figures)."""
-    proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", "--quick"], cwd=ROOT,
-                          env=dict(os.environ, MLP_JAX_RESULTS=str(into)),
-                          capture_output=True, text=True, timeout=guard(300))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    base = os.path.join(into, f"{name}.quick")
-    assert os.path.exists(base + ".json")
+    numbers = reproduce.rerun(name, True, into, timeout=guard(300))
     if name != "benchmark":
-        assert os.path.getsize(base + ".png") > 10_000  # a real figure
-    with open(base + ".json") as f:
-        numbers = json.load(f)
+        assert os.path.getsize(os.path.join(into, f"{name}.quick.png")) > 10_000  # a figure
     if name in reproduce.SCRIPTS:
         differ = reproduce.compare(name, reproduce.reference(name, quick=True), numbers)
         assert not differ, "\n".join(differ)
