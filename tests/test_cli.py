@@ -231,7 +231,7 @@ def test_cli_sweep_writes_table_plot_and_a_command_that_reruns_the_best(tmp_path
     assert table["best"] == rows[0]
     assert len({r["train_loss"] for r in rows}) == 8  # every configuration really differs
     for i, row in ((0, rows[0]), (5, rows[5])):
-        argv = shlex.split(cli._train_command(cli.build_parser().parse_args(
+        argv = shlex.split(cli.sweep._train_command(cli.build_parser().parse_args(
             SWEEP + ["--out", str(out)]), row))
         if i == 0:
             assert argv == shlex.split(table["best_command"])

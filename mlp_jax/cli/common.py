@@ -1,0 +1,332 @@
+"""What the subcommands share: option types, the problem that train's and sweep's options
+describe (dataset, network, optimizer), output files and the one-line usage error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+class UsageError(Exception):
+    """A bad option or configuration: reported in one line, exit status 2."""
+
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
+
+
+MAX_SEED = 2**63 - 1  # what jax.random.key takes
+
+
+def numbers(kind, what: str, *, positive: bool = False, unique: bool = False,
+             most: float | None = None):
+    """A parser of comma-separated numbers, each > 0 (``positive``) or >= 0, and at most
+    ``most``."""
+    def parse(text):
+        try:
+            values = tuple(kind(t) for t in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}; got {text!r}"
+                                             ) from None
+        if any(not (v > 0 if positive else v >= 0) or v == float("inf") for v in values):
+            raise argparse.ArgumentTypeError(f"values must be {'> 0' if positive else '>= 0'}; "
+                                             f"got {text!r}")
+        if most is not None and any(v > most for v in values):
+            raise argparse.ArgumentTypeError(f"values must be at most {most}; got {text!r}")
+        return tuple(dict.fromkeys(values)) if unique else values
+    return parse
+
+
+def seed(text: str) -> int:
+    return numbers(int, "a seed like 0", most=MAX_SEED)(text)[0]
+
+
+def hidden(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    return numbers(int, "widths like 100 or 256,128 (or none)", positive=True)(text)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text}")
+    return value
+
+
+def positive(kind, *, zero: bool = False):
+    """One finite number > 0 (``zero``: >= 0)."""
+    def parse(text):
+        value = kind(text)
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if zero else '>'} "
+                                             f"0; got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own errors
+    return parse
+
+
+def values(kind):
+    """A sweep's values of one option: comma-separated numbers >= 0, repeats dropped."""
+    return numbers(kind, f"{kind.__name__}s like 1e-3,3e-3", unique=True)
+
+
+def build_optimizer(name: str, lr: float, schedule: str, *, total_steps: int,
+                    steps_per_epoch: int, lr_decay: float = 0.95, warmup_steps: int = 0,
+                    weight_decay: float = 1e-4, clip: float | None = None):
+    """The optimizer the CLI options describe."""
+    from .. import optim
+
+    rate = {
+        "constant": lambda: lr,
+        "step": lambda: optim.step_decay(lr, lr_decay, steps_per_epoch),
+        "exponential": lambda: optim.exponential(lr, lr_decay, steps_per_epoch),
+        "cosine": lambda: optim.cosine(lr, total_steps),
+        "warmup_cosine": lambda: optim.linear_warmup(
+            lr, max(warmup_steps, 1), optim.cosine(lr, max(total_steps - warmup_steps, 1))),
+    }[schedule]()
+    opt = optim.adamw(rate, weight_decay=weight_decay) if name == "adamw" \
+        else optim.OPTIMIZERS[name](rate)
+    return optim.chain(optim.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def binary_labels(ds, spec):
+    """A binary loss on a 2-class dataset: class 1 -> 1, class 0 -> 0 (logistic) or -1 (hinge)."""
+    import numpy as np
+
+    from ..losses import BINARY01, BINARY_PM1
+
+    kind = spec.loss_fn.labels
+    if kind not in (BINARY01, BINARY_PM1):
+        return ds
+    lo = 0 if kind == BINARY01 else -1
+    return ds._replace(**{k: None if getattr(ds, k) is None else
+                          np.where(getattr(ds, k) == 1, 1, lo).astype(np.int32)
+                          for k in ("y_train", "y_val", "y_test")})
+
+
+def load_data(options: dict, name: str | None = None):
+    """The dataset that train's options (or a checkpoint's recorded ones) describe: a
+    file of your own (``data``) or a bundled one (``dataset``)."""
+    from .. import data
+
+    name = name or options.get("data") or options.get("dataset")
+    try:
+        return data.load(name, options.get("data_dir"),
+                         label_column=options.get("label_column"),
+                         val_fraction=options.get("val_fraction", 0.15),
+                         seed=options.get("split_seed", 0),
+                         preprocess=options.get("preprocess", "standardize"),
+                         many_classes=options.get("many_classes", False))
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise UsageError(str(e)) from e
+
+
+def problem(args):
+    """What the shared options describe: the dataset (binary labels where the loss wants
+    them), ``make_spec(reg, dropout, input_noise)`` and the batch size."""
+    from ..spec import MLPSpec
+
+    ds = load_data(vars(args))
+    loss_labels = {"logistic": (0, 1), "hinge": (-1, 1)}
+    if args.loss in loss_labels and ds.num_classes != 2:
+        raise UsageError(f"--loss {args.loss} is binary but {ds.name} has "
+                         f"{ds.num_classes} classes")
+    if args.loss == "squared":
+        raise UsageError("--loss squared needs real-valued targets; the CLI's datasets are "
+                         "classification (use softmax, svm, or the library API)")
+    C = 1 if args.loss in loss_labels else ds.num_classes
+
+    def make_spec(reg, dropout, input_noise):
+        try:
+            return MLPSpec((ds.X_train.shape[1], *args.hidden, C), activation=args.activation,
+                           loss=args.loss, reg=reg, dropout=dropout, input_noise=input_noise,
+                           init=args.init, norm=None if args.norm == "none" else args.norm)
+        except (ValueError, TypeError) as e:
+            raise UsageError(str(e)) from e
+
+    batch_size = args.batch_size or len(ds.X_train)
+    if args.norm == "batchnorm":  # its batch rules, as one line before anything is written
+        from ..train import check_batchnorm_batches
+
+        try:
+            check_batchnorm_batches(len(ds.X_train), batch_size)
+        except ValueError as e:
+            raise UsageError(f"{e} (--batch-size)") from e
+    return binary_labels(ds, make_spec(0.0, 0.0, 0.0)), make_spec, batch_size
+
+
+def optimizer(args, lr, num_examples: int):
+    """The optimizer of the shared options at learning rate ``lr`` (a number or, in a
+    sweep, a traced array)."""
+    from ..train import steps_per_epoch
+
+    per_epoch = steps_per_epoch(num_examples, args.batch_size or num_examples)
+    try:
+        return build_optimizer(args.optimizer, lr, args.schedule,
+                               total_steps=args.epochs * per_epoch, steps_per_epoch=per_epoch,
+                               lr_decay=args.lr_decay, warmup_steps=args.warmup * per_epoch,
+                               clip=args.clip)
+    except ValueError as e:
+        raise UsageError(f"{e} (from --lr, --lr-decay, --clip or --schedule)") from e
+
+
+
+SWEEP_FIXED = ("dataset", "data_dir", "data", "label_column", "val_fraction", "split_seed",
+               "preprocess", "many_classes", "hidden", "norm", "activation", "loss", "init",
+               "optimizer", "schedule", "lr_decay", "warmup", "clip", "epochs", "batch_size",
+               "grad")
+SWEEP_AXES = ("seed", "lr", "reg", "dropout", "input_noise")
+# A resumed run must match the options its updates depend on (the device count may change:
+# checkpoints move between device counts).
+RUN_FIXED = SWEEP_FIXED + SWEEP_AXES
+
+
+def refuse_changes(what: str, before: dict, now: dict, names, hint: str) -> None:
+    """A resumed run or sweep continues only with the options it was started with."""
+    changed = [k for k in names if k in before and before[k] != now[k]]
+    if changed:
+        raise UsageError(f"cannot resume: {what} was run with "
+                         + ", ".join(f"--{k.replace('_', '-')} {before[k]}" for k in changed)
+                         + f"; give the same options, or {hint}")
+
+
+def writable(path: str | None) -> None:
+    """An output file named by an option can be written whole: checked before any work."""
+    from ..outputs import OutputError, check_target
+
+    if path is not None:
+        try:
+            check_target(path)
+        except OutputError as e:
+            raise UsageError(str(e)) from None
+
+
+def write_text(path: str, text: str) -> None:
+    """A file of the command's, replaced whole (:mod:`mlp_jax.outputs`); a target that
+    is not a regular file is one line."""
+    from ..outputs import OutputError, write_text
+
+    try:
+        write_text(path, text)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
+
+
+def make_out(path: str) -> None:
+    """``--out``: created if need be, and writable, or one line saying why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {path}: a file of that name exists; name a directory") from None
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot create it ({e.strerror}); name a directory "
+                         "you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: not writable; name a directory you can write")
+    from ..lifetime import DirectoryInUse, hold_directory
+
+    try:
+        hold_directory(path)  # one run per directory, for the command's whole life
+    except DirectoryInUse as e:
+        raise UsageError(str(e)) from None
+
+
+def load_run(path: str, which: str = "best"):
+    """``--checkpoint`` (or ``--init-from``): a run directory or its checkpoint.npz, its
+    best-on-validation params loaded (its final ones: ``which="final"``)."""
+    from ..checkpoint import CheckpointError, load_params
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.npz")
+    try:
+        return path, load_params(path, which=which)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+
+
+def summarize(params, ds, spec, hyper=None, splits=("train", "val", "test"),
+               stats=None) -> dict:
+    from ..train import evaluate
+
+    out = {}
+    for split in splits:
+        X = getattr(ds, f"X_{split}")
+        if X is not None:
+            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec, hyper, stats)
+            out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+    return out
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad arguments: a one-line error and exit status 2, never a traceback."""
+
+    def error(self, message):
+        self.exit(2, f"mlp-jax: error: {message}\n")
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where there is none (None, a flag)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def problem_options(c) -> None:
+    """The options train and sweep share: data, network, optimizer, budget."""
+    from ..activations import ACTIVATION_NAMES
+    from ..data import DATASETS, PREPROCESS
+    from ..losses import LOSS_NAMES
+    from ..optim import OPTIMIZERS
+    from ..spec import INITS, NORMS
+
+    c.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
+                   help="a bundled dataset")
+    c.add_argument("--data-dir", help="where cifar10's python batches are")
+    f = c.add_argument_group("data of your own (instead of --dataset; README: Train on "
+                             "your own data)")
+    f.add_argument("--data", metavar="FILE",
+                   help="a .npz (arrays X, y; optionally X_val, y_val, X_test, y_test) "
+                        "or a .csv (a header row, numeric features, a label column)")
+    f.add_argument("--label-column", metavar="NAME",
+                   help="the CSV's label column (default: the last)")
+    f.add_argument("--many-classes", action="store_true",
+                   help="train even when the labels have more than max(20, N/10) "
+                        "distinct values (refused by default: a regression target?)")
+    f.add_argument("--val-fraction", type=fraction, default=0.15,
+                   help="share of the examples drawn for validation when the file has "
+                        "no X_val (0: none)")
+    f.add_argument("--split-seed", type=seed, default=0,
+                   help="seed of that validation draw")
+    f.add_argument("--preprocess", choices=PREPROCESS, default="standardize",
+                   help="standardize each feature with the training split's mean and "
+                        "std, or none")
+    c.add_argument("--hidden", type=hidden, default="256",
+                   help="hidden widths, comma-separated ('none': linear classifier)")
+    c.add_argument("--activation", choices=ACTIVATION_NAMES, default="relu",
+                   help="hidden layers' nonlinearity")
+    c.add_argument("--loss", choices=LOSS_NAMES, default="softmax",
+                   help="logistic and hinge need a 2-class dataset")
+    c.add_argument("--init", choices=INITS, default="he", help="weight initialization")
+    c.add_argument("--norm", choices=("none",) + NORMS, default="none",
+                   help="normalization after each hidden layer's affine map")
+    c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="update rule")
+    c.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning-rate schedule over the run")
+    c.add_argument("--lr-decay", type=positive(float), default=0.95,
+                   help="per-epoch factor of the step and exponential schedules")
+    c.add_argument("--warmup", type=positive(int, zero=True), default=0,
+                   help="warm-up epochs (warmup_cosine)")
+    c.add_argument("--clip", type=positive(float), help="clip gradients to this global norm")
+    c.add_argument("--epochs", type=positive(int), default=100,
+                   help="passes over the training split")
+    c.add_argument("--batch-size", type=positive(int), default=64,
+                   help="minibatch size (larger than the data: full batch)")
+    c.add_argument("--grad", choices=("backprop", "autodiff"), default="backprop",
+                   help="hand-derived backprop or jax.grad")
+

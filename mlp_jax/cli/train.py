@@ -1,0 +1,238 @@
+"""``mlp-jax train``: one run in ``--out`` (checkpoint, metrics, summary, curves), resumed
+exactly with ``--resume`` or started from another run's params with ``--init-from``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from .common import (
+    RUN_FIXED,
+    Help,
+    UsageError,
+    load_run,
+    make_out,
+    optimizer,
+    positive,
+    problem,
+    problem_options,
+    refuse_changes,
+    seed,
+    summarize,
+    write_text,
+)
+
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png")  # train's
+
+
+def _train(args) -> int:
+    from .. import parallel
+
+    try:  # before any other JAX work
+        distributed = parallel.initialize(args.coordinator, args.num_processes, args.process_id,
+                                          timeout=args.dist_timeout)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    import jax
+
+    from .. import lifetime, train
+    from ..checkpoint import CheckpointError, load_params
+
+    lead = jax.process_index() == 0  # only process 0 writes files and talks
+    args.quiet = args.quiet or not lead
+
+    ds, make_spec, batch_size = problem(args)
+    spec = make_spec(args.reg, args.dropout, args.input_noise)
+    per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
+    opt = optimizer(args, args.lr, len(ds.X_train))
+    ckpt_path = os.path.join(args.out, "checkpoint.npz")
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config["hidden"] = list(args.hidden)
+    if args.resume and (args.overwrite or args.init_from):
+        raise UsageError("--resume continues the run in --out as it was; it cannot be "
+                         "combined with --overwrite or --init-from")
+    if os.path.exists(ckpt_path) and not args.resume and not args.overwrite and lead:
+        raise UsageError(f"{ckpt_path} exists: pass --resume to continue it, --overwrite to "
+                         "start it again, or choose another --out")
+    if args.resume and not os.path.exists(ckpt_path):
+        raise UsageError(f"--resume: {args.out} holds no run to continue (no "
+                         "checkpoint.npz); drop --resume to start one")
+    state = _init_from(args, spec, opt) if args.init_from else None
+    if lead:
+        make_out(args.out)
+        if args.overwrite:  # the old run goes first, whole (an interrupt waits for it)
+            with lifetime.whole_write():
+                for name in RUN_FILES:
+                    if os.path.exists(os.path.join(args.out, name)):
+                        os.remove(os.path.join(args.out, name))
+    rows = []
+    if args.resume:
+        try:
+            saved = load_params(ckpt_path)
+        except CheckpointError as e:
+            raise UsageError(f"cannot resume: {e}") from e
+        refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
+                        RUN_FIXED, f"--init-from {args.out} --out NEW to start a new run "
+                        "from its params")
+        rows = saved.history
+    if lead:
+        # rewritten from the checkpoint on resume
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def log(state, row):
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if not args.quiet and not sys.stderr.isatty():
+            val = f", val acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+            print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
+                  f"train acc {row['train_acc']:.4f}{val}", flush=True)
+
+    if not args.quiet:
+        print(f"{ds.describe()}\nnetwork {spec.sizes}, {spec.activation_name}, "
+              f"{spec.loss_fn.name}, {args.optimizer} lr {args.lr} ({args.schedule}), "
+              f"{args.epochs} epochs of {per_epoch} steps (batch {batch_size}), "
+              f"grad={args.grad}", flush=True)
+    mesh = None
+    if distributed or args.devices != 1:
+        try:
+            mesh = parallel.data_mesh(args.devices if args.devices else None)
+            parallel.check_batches(len(ds.X_train), batch_size, mesh)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        if not args.quiet:
+            print(f"data parallel over {mesh.shape['data']} devices "
+                  f"({jax.process_count()} processes), form {args.form}", flush=True)
+    if mesh is None:  # the data on the device, one array at a time, each numpy copy freed
+        for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
+            if getattr(ds, k) is not None:
+                ds = ds._replace(**{k: jax.device_put(getattr(ds, k))})
+    t0 = time.perf_counter()
+    try:
+        result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
+                           key=jax.random.key(args.seed), state=state, grad=args.grad,
+                           eval_every=args.eval_every, checkpoint_path=ckpt_path,
+                           resume=args.resume, meta={"config": config},
+                           progress=False if args.quiet else None,
+                           callbacks=[log] if lead else [], mesh=mesh, form=args.form)
+    except train.TrainingDiverged as e:
+        print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - t0
+    if not lead:
+        return 0
+    summary = summarize(result.state.params, ds, spec, stats=result.state.stats)
+    if ds.X_val is not None:
+        summary.update({f"best_val_params_{k}": v for k, v in
+                        summarize(result.best_params, ds, spec,
+                                   stats=result.best_stats).items() if k.endswith("acc")})
+    summary["seconds"] = round(elapsed, 2)
+    write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
+    # the result first, --quiet or not; the plot (matplotlib's import alone is ~1 s) after
+    final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                     if k.endswith("acc") and not k.startswith("best"))
+    print(f"final params: {final}", flush=True)
+    if ds.X_val is not None:
+        best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
+        print(f"best-on-validation params: {best}", flush=True)
+    plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
+    print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
+          + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
+    return 0
+
+
+def _init_from(args, spec, opt):
+    """The training state of ``--init-from RUN``: that run's final params, with a fresh
+    optimizer state, step count (so a fresh schedule) and key from ``--seed``."""
+    import jax
+
+    from .. import train
+
+    ck = load_run(args.init_from, which="final")[1]
+    params = ck.params
+    fresh = train.init_state(jax.random.key(args.seed), spec, opt)
+    shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
+    if shapes(params) != shapes(fresh.params):
+        raise UsageError(f"--init-from {args.init_from}: its params have shapes "
+                         f"{[a.shape for a in jax.tree.leaves(params)]}, this network's are "
+                         f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
+                         "--hidden, --activation (maxout's pieces) and --norm")
+    # the same leaves, so the same norm: batch norm's statistics come with its params
+    return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.stats)
+
+
+# The options a sweep's results depend on, besides each configuration's own values; a
+# resumed sweep must match them.
+
+def _plot(history, path, title) -> str | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="train (minibatch mean)")
+    ax2.plot(epochs, [r["train_acc"] for r in history], label="train")  # same colours both
+    if history and "val_loss" in history[0]:
+        ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
+        ax2.plot(epochs, [r["val_acc"] for r in history], label="validation")
+    ax1.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    from ..outputs import replace_whole
+
+    replace_whole(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return path
+
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot",
+                       formatter_class=Help)
+    problem_options(t)
+    t.add_argument("--lr", type=positive(float), default=1e-3, help="learning rate")
+    t.add_argument("--reg", type=float, default=1e-3, help="L2 strength")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="drop probability of hidden units (0: none)")
+    t.add_argument("--input-noise", type=float, default=0.0,
+                   help="std of Gaussian noise added to the inputs (0: none)")
+    t.add_argument("--eval-every", type=positive(int), default=10,
+                   help="epochs fused into one compiled call between evaluations")
+    t.add_argument("--seed", type=seed, default=0, help="0 to 2**63-1")
+    t.add_argument("--out", default=None, help="output directory (default: runs/DATASET)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue --out's run exactly (only the options that do not change "
+                        "its updates may differ)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start --out's run again, replacing its checkpoint and metrics")
+    t.add_argument("--init-from", metavar="RUN",
+                   help="a new run starting from RUN's final params (a run directory or "
+                        "checkpoint.npz), with a fresh optimizer state, schedule and history: "
+                        "every option may change but the network's shapes")
+    t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
+    t.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keeping "
+                   "nothing (also MLP_JAX_COMPILE_CACHE=0)")
+    p = t.add_argument_group("data parallel (see README: Scaling out)")
+    p.add_argument("--devices", type=positive(int, zero=True), default=1,
+                   help="devices to shard each batch over (0: all, across every process)")
+    p.add_argument("--form", choices=("shard_map", "gspmd"), default="shard_map",
+                   help="each shard's gradients (--grad) averaged by pmean in shard_map, or "
+                        "the ordinary step partitioned by GSPMD (train.FORMS)")
+    p.add_argument("--coordinator", help="host:port of process 0 (or MLP_JAX_COORDINATOR)")
+    p.add_argument("--num-processes", type=positive(int), help="processes in the job "
+                   "(or MLP_JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=positive(int, zero=True),
+                   help="this process, 0..n-1 (or MLP_JAX_PROCESS_ID)")
+    p.add_argument("--dist-timeout", type=positive(int), default=60,
+                   help="seconds to wait for every process to join")
+    t.set_defaults(func=_train)
