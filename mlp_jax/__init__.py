@@ -24,13 +24,14 @@ _FROM = {
     "losses": ("LOSS_NAMES", "Loss"),
     "network": ("forward", "init_params", "init_stats", "loss"),
     "spec": ("Hyper", "MLPSpec"),
-    "train": ("TrainState", "evaluate", "fit", "make_train_step"),
+    "evaluation": ("evaluate",),
+    "train": ("TrainState", "fit", "make_train_step"),
     "validate": ("validate",),
 }
 _WHERE = {name: module for module, names in _FROM.items() for name in names}
-_MODULES = ("activations", "checkpoint", "data", "derivative", "diagnostics", "files",
-            "inference", "layers", "losses", "network", "optim", "parallel", "sweep",
-            "train")
+_MODULES = ("activations", "batches", "checkpoint", "data", "derivative", "diagnostics",
+            "epochs", "evaluation", "files", "inference", "layers", "losses", "network",
+            "optim", "parallel", "sweep", "train")
 
 __all__ = sorted([*_WHERE, *_MODULES])
 __version__ = "0.1.0"

@@ -178,31 +178,6 @@ def _unflatten(path: str, prefix: str, template, arrays) -> object:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
-    """Load a full training checkpoint.
-
-    Args:
-      path: the ``.npz`` file.
-      template: a ``TrainState`` of the same spec and optimizer (e.g. a fresh
-        ``init_state``); gives the structure, shapes and dtypes to expect.
-      spec: if given, must equal the checkpoint's spec.
-    """
-    info, arrays = _read(path)
-    stored, history, best_val, meta = _record(path, info)
-    _check_spec(path, stored, spec)
-    raw_key = jax.random.key_data(template.key)
-    state = _unflatten(path, "state", template._replace(key=raw_key), arrays)
-    try:
-        state = state._replace(key=jax.random.wrap_key_data(state.key, impl=info["key_impl"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} holds no usable key_impl "
-                              f"({type(e).__name__}: {e})") from e
-    best = _unflatten(path, "best_params", template.params, arrays)
-    best_stats = _unflatten(path, "best_stats", template.stats, arrays)
-    return Checkpoint(state, stored, history, best, best_val, meta,
-                      _preprocessing(path, info, arrays), best_stats)
-
-
 class Trained(NamedTuple):
     """A saved network, ready to use (:func:`load_params`): ``params`` and the batch-norm
     running ``stats`` that go with them, chosen by ``which`` (``"best"``: best on
@@ -220,21 +195,66 @@ class Trained(NamedTuple):
 WHICH = ("best", "final")
 
 
+class Saved:
+    """A checkpoint file read once (:func:`read`): its record (``spec``, ``history``,
+    ``best_val_acc``, ``meta``) at once, its arrays restored on demand."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._info, self._arrays = _read(path)
+        self.spec, self.history, self.best_val_acc, self.meta = _record(path, self._info)
+
+    def restore(self, *, template, spec: MLPSpec | None = None) -> Checkpoint:
+        """The full training checkpoint. ``template``: a ``TrainState`` of the same spec
+        and optimizer (e.g. a fresh ``init_state``) giving the structure, shapes and
+        dtypes to expect; ``spec``, if given, must equal the checkpoint's."""
+        path, info, arrays = self.path, self._info, self._arrays
+        _check_spec(path, self.spec, spec)
+        raw_key = jax.random.key_data(template.key)
+        state = _unflatten(path, "state", template._replace(key=raw_key), arrays)
+        try:
+            state = state._replace(key=jax.random.wrap_key_data(state.key,
+                                                                impl=info["key_impl"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} holds no usable key_impl "
+                                  f"({type(e).__name__}: {e})") from e
+        best = _unflatten(path, "best_params", template.params, arrays)
+        best_stats = _unflatten(path, "best_stats", template.stats, arrays)
+        return Checkpoint(state, self.spec, self.history, best, self.best_val_acc, self.meta,
+                          _preprocessing(path, info, arrays), best_stats)
+
+    def trained(self, which: str = "best", spec: MLPSpec | None = None) -> Trained:
+        """The saved network (:func:`load_params`)."""
+        if which not in WHICH:
+            raise ValueError(f"which must be one of {', '.join(WHICH)}; got {which!r}")
+        path, stored = self.path, self.spec
+        _check_spec(path, stored, spec)
+        dtype = jnp.dtype(stored.dtype)
+        template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
+                         for layer in param_shapes(stored))
+        prefix = {"best": ("best_params", "best_stats"),
+                  "final": ("state.params", "state.stats")}[which]
+        params = _unflatten(path, prefix[0], template, self._arrays)
+        stats = _unflatten(path, prefix[1], init_stats(stored), self._arrays)
+        return Trained(params, stats, which, stored,
+                       _preprocessing(path, self._info, self._arrays), self.history,
+                       self.best_val_acc, self.meta)
+
+
+def read(path: str) -> Saved:
+    """Read a checkpoint file whole (every member's CRC checked); CheckpointError if it
+    is missing, corrupt or not this library's."""
+    return Saved(path)
+
+
+def load(path: str, *, template, spec: MLPSpec | None = None) -> Checkpoint:
+    """Load a full training checkpoint: ``read(path).restore(template=..., spec=...)``."""
+    return read(path).restore(template=template, spec=spec)
+
+
 def load_params(path: str, *, which: str = "best", spec: MLPSpec | None = None) -> Trained:
     """The network a run saved: its best-on-validation params (``which="best"``; the
     final ones where the run had no validation split) or its final params
     (``which="final"``), their running statistics, the spec, the preprocessing of a run
     on your own data, and the record; nothing of the optimizer."""
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {', '.join(WHICH)}; got {which!r}")
-    info, arrays = _read(path)
-    stored, history, best_val, meta = _record(path, info)
-    _check_spec(path, stored, spec)
-    dtype = jnp.dtype(stored.dtype)
-    template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
-                     for layer in param_shapes(stored))
-    prefix = {"best": ("best_params", "best_stats"), "final": ("state.params", "state.stats")}
-    params = _unflatten(path, prefix[which][0], template, arrays)
-    stats = _unflatten(path, prefix[which][1], init_stats(stored), arrays)
-    return Trained(params, stats, which, stored, _preprocessing(path, info, arrays), history,
-                   best_val, meta)
+    return read(path).trained(which, spec)

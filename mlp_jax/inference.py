@@ -16,11 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import Preprocessing, check_features
-from .losses import BINARY_PM1, REAL
+from .evaluation import EVAL_CHUNK
+from .losses import BINARY_PM1, REAL, predicted_labels
 from .network import forward
 from .spec import MLPSpec
-from .train import EVAL_CHUNK
-from .train import predict as predicted_class
 
 
 class Predictions(NamedTuple):
@@ -33,7 +32,7 @@ class Predictions(NamedTuple):
 def _outputs(params, stats, X, spec):
     scores = forward(params, X, spec, stats=stats)
     probs = jax.nn.softmax(scores, axis=1) if spec.loss_fn.name == "softmax" else scores
-    return scores, probs, predicted_class(scores, spec)
+    return scores, probs, predicted_labels(scores, spec.loss_fn.labels)
 
 
 def predict(params, X, spec: MLPSpec, preprocessing: Preprocessing | None = None, *,

@@ -156,3 +156,16 @@ def get_loss(name: str | Loss) -> Loss:
             "or a Loss(name, value, grad, labels) of your own"
         )
     return LOSSES[name]
+
+
+def predicted_labels(scores, kind: str):
+    """The labels ``scores (N, C)`` predict, in the convention ``kind`` of a loss's labels
+    (:attr:`Loss.labels`): the top class, or the sign of the one score (as 0/1 or -1/+1);
+    None for real-valued targets (no classes)."""
+    if kind == CLASS:
+        return jnp.argmax(scores, axis=1)
+    if kind == BINARY01:
+        return (scores[:, 0] > 0).astype(jnp.int32)
+    if kind == BINARY_PM1:
+        return jnp.where(scores[:, 0] > 0, 1, -1)
+    return None

@@ -20,8 +20,6 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .train import TrainState
-
 
 class PeerFailure(RuntimeError):
     """Another process of a multi-process job died or became unreachable."""
@@ -97,21 +95,6 @@ def data_mesh(num_devices: int | None = None):
     return axis_mesh("data", jax.devices(), num_devices)
 
 
-def check_batches(num_examples: int, batch_size: int, mesh) -> None:
-    """Every minibatch of an epoch, the last smaller one included, must split evenly."""
-    n = mesh.shape["data"]
-    bs = min(batch_size, num_examples)
-    if bs % n:
-        raise ValueError(f"the global batch of {bs} examples does not split evenly over {n} "
-                         f"devices; choose a batch size that is a multiple of {n}")
-    rest = num_examples % bs
-    if rest % n:
-        raise ValueError(f"the last minibatch of each epoch ({num_examples} % {bs} = {rest} "
-                         f"examples) does not split evenly over {n} devices; choose a batch "
-                         f"size that leaves a multiple of {n} (e.g. one that divides "
-                         f"{num_examples})")
-
-
 def replicate(tree, mesh):
     """Place every leaf on every device of the mesh (what params and optimizer state are)."""
     sharding = NamedSharding(mesh, P())
@@ -133,8 +116,8 @@ def host_copy(tree):
                         if isinstance(a, jax.Array) else a, tree)
 
 
-def host_state(state: TrainState) -> TrainState:
-    """A replicated TrainState as single-device arrays on this host (key included)."""
+def host_state(state):
+    """A replicated ``TrainState`` as single-device arrays on this host (key included)."""
     local = host_copy(state._replace(key=jax.random.key_data(state.key)))
     local = jax.tree.map(jnp.asarray, local)
     return local._replace(key=jax.random.wrap_key_data(local.key))

@@ -23,10 +23,12 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from . import programs
+from .epochs import gradients, init_state, run_epochs
+from .evaluation import evaluate
 from .optim import GradientTransformation
 from .parallel import axis_mesh
 from .spec import Hyper, MLPSpec
-from .train import diverged, evaluate, init_state, run_epochs
+from .train import check_run, diverged
 
 HYPER_FIELDS = Hyper._fields  # ("reg", "dropout", "input_noise")
 BATCHING = {"cpu": "map"}  # per backend; "vmap" elsewhere (measured, module docstring)
@@ -120,16 +122,16 @@ def make_sweep(spec: MLPSpec, make_optimizer: Callable[[jax.Array], GradientTran
     batching = batching or BATCHING.get(jax.default_backend(), "vmap")
     if batching not in ("vmap", "map"):
         raise ValueError(f"batching must be 'vmap' or 'map'; got {batching!r}")
-    return programs.cached(_make_sweep, spec, make_optimizer, epochs, batch_size, grad, mesh,
-                           batching)
+    return programs.cached(_make_sweep, spec, make_optimizer, epochs, batch_size,
+                           gradients(spec, grad), mesh, batching)
 
 
-def _make_sweep(spec, make_optimizer, epochs, batch_size, grad, mesh, batching):
+def _make_sweep(spec, make_optimizer, epochs, batch_size, grads, mesh, batching):
 
     def one(key, lr, hyper, X, Y):
         opt = make_optimizer(lr)
         state = init_state(key, spec, opt)
-        return run_epochs(spec, opt, grad, batch_size, epochs, state, X, Y, hyper)
+        return run_epochs(spec, opt, grads, batch_size, epochs, state, X, Y, hyper)
 
     def many(keys, lrs, hypers, X, Y):
         if batching == "vmap":
@@ -174,6 +176,7 @@ def sweep(spec: MLPSpec, data, make_optimizer: Callable[[jax.Array], GradientTra
     """
     if not configs:
         raise ValueError("sweep needs at least one configuration")
+    check_run(spec, data, epochs=epochs, batch_size=batch_size)  # as fit's
     for field, default in zip(HYPER_FIELDS, spec.hyper()):
         asked = [c[field] for c in configs if c.get(field) is not None]
         if field != "reg" and default == 0 and any(v != 0 for v in asked):

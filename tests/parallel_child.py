@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import mlp_jax as mj  # noqa: E402
-from mlp_jax import checkpoint, data, optim, parallel, sweep, train  # noqa: E402
+from mlp_jax import batches, checkpoint, data, optim, parallel, sweep, train  # noqa: E402
 
 
 def maxdiff(a, b):
@@ -45,7 +45,7 @@ for grad in train.GRAD_SOURCES:
 
 for name, (n, bs) in {"uneven_error": (1000, 100), "uneven_last_error": (300, 64)}.items():
     try:
-        parallel.check_batches(n, bs, mesh)
+        batches.check(n, bs, devices=mesh.shape["data"])
     except ValueError as e:
         out[name] = str(e)
 

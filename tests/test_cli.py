@@ -294,6 +294,31 @@ def test_cli_sweep_bad_options_one_line_exit_2(extra, match, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()  # nothing written
 
 
+def test_cli_resume_reads_the_checkpoint_and_checks_batches_once(tmp_path, monkeypatch):
+    """The --resume path: one read of checkpoint.npz and one batch check (on main: two
+    reads, and the batch rules checked by the command line and again by fit)."""
+    from mlp_jax import batches, checkpoint
+
+    base = ["train", "--dataset", "spiral", "--epochs", "2", "--batch-size", "100",
+            "--hidden", "8", "--norm", "batchnorm", "--quiet", "--out", str(tmp_path / "r")]
+    assert cli.main(base) == 0
+    calls = {"read": 0, "check": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **kw):
+            calls[name] += 1
+            return fn(*a, **kw)
+        return wrapper
+
+    monkeypatch.setattr(checkpoint, "_read", counted("read", checkpoint._read))
+    monkeypatch.setattr(batches, "check", counted("check", batches.check))
+    assert cli.main(base[:4] + ["4"] + base[5:] + ["--resume"]) == 2  # refused: --epochs
+    assert calls == {"read": 1, "check": 0}
+    calls.update(read=0)
+    assert cli.main(base + ["--resume", "--eval-every", "1"]) == 0
+    assert calls == {"read": 1, "check": 1}
+
+
 def test_cli_resume_refuses_other_options_and_damaged_checkpoints(tmp_path, capsys):
     """A resumed run continues only with the options its updates depend on (optimizer,
     lr, batch size, epochs: the schedule spans them, ...); a damaged checkpoint is one line.

@@ -75,8 +75,8 @@ def test_train_on_csv_with_string_labels_then_predict_and_eval(tmp_path, capsys)
     assert header == ["label", "p_cat", "p_dog", "p_emu"] and len(rows) == 100
     Z, scores = _reference(ck, X[:300], X[300:])
     assert [r[0] for r in rows] == list(LABELS[scores.argmax(1)])
-    # and the library's own route: train.predict on the same params and standardized array
-    mine = mj.train.predict(mj.forward(ck.params, Z, ck.spec), ck.spec)
+    # and the library's own label rule on the same params and standardized array
+    mine = mj.losses.predicted_labels(mj.forward(ck.params, Z, ck.spec), ck.spec.loss_fn.labels)
     assert [r[0] for r in rows] == list(LABELS[np.asarray(mine)])
     probs = np.array([[float(v) for v in r[1:]] for r in rows])
     e = np.exp(scores - scores.max(1, keepdims=True))

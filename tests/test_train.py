@@ -10,7 +10,7 @@ import pytest
 from conftest import tree_equal
 
 import mlp_jax as mj
-from mlp_jax import checkpoint, data, optim, train
+from mlp_jax import batches, checkpoint, data, optim, sweep, train
 
 
 def test_same_seed_bitwise_identical_twice():
@@ -152,9 +152,11 @@ def test_full_batch_without_dropout_or_noise_draws_no_keys():
     ("empty", r"^the training split is empty"),
     ("val labels", r"^val split: loss 'softmax' with 3 classes needs labels in \[0, 2\]"),
 ])
-def test_fit_checks_its_data_before_training(case, match):
+@pytest.mark.parametrize("runner", ["fit", "sweep"])
+def test_fit_checks_its_data_before_training(case, match, runner):
     """Concrete data is checked once, up front: a bad label no longer trains silently (svm)
-    or ends as 'loss became nan ... lower the learning rate' (softmax)."""
+    or ends as 'loss became nan ... lower the learning rate' (softmax). A sweep runs the
+    same guards (on main it trained on such data)."""
     ds = data.spiral()
     bad = {"labels out of range": dict(y_train=ds.y_train + 3),
            "nan in x": dict(X_train=np.where(np.arange(300)[:, None] == 7, np.nan,
@@ -165,10 +167,39 @@ def test_fit_checks_its_data_before_training(case, match):
     spec = mj.MLPSpec((2, 8, 3), loss="svm" if case == "labels out of range" else "softmax")
     steps = []
     with pytest.raises(ValueError, match=match):
-        train.fit(spec, ds._replace(**bad), optim.sgd(0.1), epochs=1, batch_size=10,
-                  key=jax.random.key(0), progress=False,
-                  callbacks=[lambda state, row: steps.append(row)])
+        if runner == "fit":
+            train.fit(spec, ds._replace(**bad), optim.sgd(0.1), epochs=1, batch_size=10,
+                      key=jax.random.key(0), progress=False,
+                      callbacks=[lambda state, row: steps.append(row)])
+        else:
+            sweep.sweep(spec, ds._replace(**bad), optim.sgd, sweep.grid(), epochs=1,
+                        batch_size=10, mesh=None,
+                        callback=lambda start, part: steps.append(start))
     assert steps == []
+
+
+@pytest.mark.parametrize("n,batch_size", [(10, 3), (10, 5), (7, 100), (1, 1), (1000, 64)])
+def test_minibatches_cover_an_epoch_once(n, batch_size):
+    """The arithmetic against the examples themselves: cutting a permutation of n into
+    pieces of batch_size (the last one shorter) gives the sizes batches.minibatches says."""
+    pieces = [len(p) for p in np.split(np.arange(n), range(batch_size, n, batch_size))]
+    mb = batches.minibatches(n, batch_size)
+    assert [mb.size] * mb.full + ([mb.rest] if mb.rest else []) == pieces
+    assert mb.per_epoch == len(pieces) == train.steps_per_epoch(n, batch_size)
+
+
+@pytest.mark.parametrize("n,batch_size,kw,match", [
+    (100, 30, dict(devices=4), r"global batch of 30 examples does not split evenly over 4"),
+    (100, 32, dict(devices=8), r"\(100 % 32 = 4 examples\) does not split evenly over 8"),
+    (100, 33, dict(batchnorm=True), r"\(100 % 33 = 1 examples\) is a batch of 1"),
+    (100, 96, dict(devices=4, batchnorm=True), r"\(100 % 96 = 4 examples, 1 per device"),
+    (100, 4, dict(devices=4, batchnorm=True), r"minibatch of 4 examples \(1 per device"),
+])
+def test_batch_rules(n, batch_size, kw, match):
+    with pytest.raises(batches.BatchSizeError, match=match):
+        batches.check(n, batch_size, **kw)
+    if kw.get("batchnorm") and kw.get("devices"):  # normalized over the whole minibatch
+        batches.check(n, batch_size, **kw, normalized_per_device=False)
 
 
 def test_fit_refuses_an_unsavable_spec_before_training(tmp_path):

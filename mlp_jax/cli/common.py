@@ -148,20 +148,13 @@ def problem(args):
             raise UsageError(str(e)) from e
 
     batch_size = args.batch_size or len(ds.X_train)
-    if args.norm == "batchnorm":  # its batch rules, as one line before anything is written
-        from ..train import check_batchnorm_batches
-
-        try:
-            check_batchnorm_batches(len(ds.X_train), batch_size)
-        except ValueError as e:
-            raise UsageError(f"{e} (--batch-size)") from e
     return binary_labels(ds, make_spec(0.0, 0.0, 0.0)), make_spec, batch_size
 
 
 def optimizer(args, lr, num_examples: int):
     """The optimizer of the shared options at learning rate ``lr`` (a number or, in a
     sweep, a traced array)."""
-    from ..train import steps_per_epoch
+    from ..batches import steps_per_epoch
 
     per_epoch = steps_per_epoch(num_examples, args.batch_size or num_examples)
     try:
@@ -247,17 +240,11 @@ def load_run(path: str, which: str = "best"):
         raise UsageError(str(e)) from e
 
 
-def summarize(params, ds, spec, hyper=None, splits=("train", "val", "test"),
-               stats=None) -> dict:
-    from ..train import evaluate
+def usage(error: Exception) -> str:
+    """The one line for an error of the library's checks on what the options describe."""
+    from ..batches import BatchSizeError
 
-    out = {}
-    for split in splits:
-        X = getattr(ds, f"X_{split}")
-        if X is not None:
-            loss, acc = evaluate(params, X, getattr(ds, f"y_{split}"), spec, hyper, stats)
-            out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
-    return out
+    return f"{error} (--batch-size)" if isinstance(error, BatchSizeError) else str(error)
 
 
 class Parser(argparse.ArgumentParser):

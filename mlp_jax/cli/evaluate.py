@@ -12,7 +12,6 @@ from .common import (
     binary_labels,
     load_data,
     load_run,
-    summarize,
     writable,
     write_text,
 )
@@ -45,6 +44,7 @@ def _own_file(path: str, ck, labels: str):
 
 def _eval(args) -> int:
     from ..data import Dataset
+    from ..evaluation import evaluate_splits, splits_of
     from ..losses import CLASS
 
     path, ck = load_run(args.checkpoint, args.params)
@@ -70,7 +70,7 @@ def _eval(args) -> int:
     if ck.spec.loss_fn.labels == CLASS and ds.num_classes != C:
         raise UsageError(f"the checkpoint's network has {C} classes but {name} has "
                          f"{ds.num_classes}: evaluate it on the dataset it was trained on")
-    summary = summarize(ck.params, ds, ck.spec, splits=splits, stats=ck.stats)
+    summary = evaluate_splits(ck.params, ck.spec, splits_of(ds, splits), stats=ck.stats)
     what = f"{name}: {len(ds.X_test)} examples" if args.data else ds.describe()
     print(f"{path} ({ck.which} params): {what}, network {ck.spec.sizes} "
           f"{ck.spec.activation_name}")

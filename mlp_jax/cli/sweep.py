@@ -22,7 +22,7 @@ from .common import (
     problem_options,
     refuse_changes,
     seed,
-    summarize,
+    usage,
     values,
     write_text,
 )
@@ -74,6 +74,11 @@ def _sweep(args) -> int:
     ds, make_spec, batch_size = problem(args)
     for c in configs:  # every value checked before anything runs
         make_spec(c["reg"], c["dropout"], c["input_noise"])
+    try:  # fit's guards, before anything is written (the sweep runs them again)
+        train.check_run(make_spec(0, 0, 0), ds, epochs=args.epochs, batch_size=batch_size)
+    except (ValueError, TypeError) as e:
+        raise UsageError(usage(e)) from None
+    splits = train.splits_of(ds, ("train", "val"))  # the test split: never while choosing
     optimizer(args, max(args.lr), len(ds.X_train))
     try:
         mesh = sweep.config_mesh(args.devices or None)
@@ -150,9 +155,8 @@ def _sweep(args) -> int:
             row = dict(zip(SWEEP_AXES, key(c)))
             row["final_loss"] = float(part.losses[i, -1].mean())
             row["diverged"] = bool(gone[i])
-            # the test split is never looked at while choosing
-            row.update(summarize(part.params_of(i), ds, spec, Hyper(*key(c)[2:]),
-                                  ("train", "val"), part.stats_of(i)))
+            row.update(train.evaluate_splits(part.params_of(i), spec, splits,
+                                             Hyper(*key(c)[2:]), part.stats_of(i)))
             new.append(row)
         with open(paths["results.jsonl"], "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in new)

@@ -20,7 +20,7 @@ from .common import (
     problem_options,
     refuse_changes,
     seed,
-    summarize,
+    usage,
     write_text,
 )
 
@@ -37,8 +37,7 @@ def _train(args) -> int:
         raise UsageError(str(e)) from e
     import jax
 
-    from .. import lifetime, train
-    from ..checkpoint import CheckpointError, load_params
+    from .. import checkpoint, lifetime, train
 
     lead = jax.process_index() == 0  # only process 0 writes files and talks
     args.quiet = args.quiet or not lead
@@ -60,27 +59,42 @@ def _train(args) -> int:
     if args.resume and not os.path.exists(ckpt_path):
         raise UsageError(f"--resume: {args.out} holds no run to continue (no "
                          "checkpoint.npz); drop --resume to start one")
-    state = _init_from(args, spec, opt) if args.init_from else None
-    if lead:
-        make_out(args.out)
+    state = None
+    if args.init_from:  # a new run from another's final params
+        ck = load_run(args.init_from, which="final")[1]
+        try:
+            state = train.init_state_from(jax.random.key(args.seed), spec, opt, ck.params,
+                                          ck.stats)
+        except ValueError as e:
+            raise UsageError(f"--init-from {args.init_from}: {e}: give the same --hidden, "
+                             "--activation (maxout's pieces) and --norm") from None
+    saved = False
+    if args.resume:  # read once, here (its directory held first); fit restores the state
+        if lead:
+            make_out(args.out)
+        try:
+            saved = checkpoint.read(ckpt_path)
+        except checkpoint.CheckpointError as e:
+            raise UsageError(f"cannot resume: {e}") from e
+        refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
+                       RUN_FIXED, f"--init-from {args.out} --out NEW to start a new run "
+                       "from its params")
+    started = False
+
+    def start(history):  # fit's checks passed: the run's files from here on
+        nonlocal started
+        started = True
+        if not lead:
+            return
+        if not args.resume:
+            make_out(args.out)
         if args.overwrite:  # the old run goes first, whole (an interrupt waits for it)
             with lifetime.whole_write():
                 for name in RUN_FILES:
                     if os.path.exists(os.path.join(args.out, name)):
                         os.remove(os.path.join(args.out, name))
-    rows = []
-    if args.resume:
-        try:
-            saved = load_params(ckpt_path)
-        except CheckpointError as e:
-            raise UsageError(f"cannot resume: {e}") from e
-        refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
-                        RUN_FIXED, f"--init-from {args.out} --out NEW to start a new run "
-                        "from its params")
-        rows = saved.history
-    if lead:
         # rewritten from the checkpoint on resume
-        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
     def log(state, row):
         with open(metrics_path, "a") as f:
@@ -99,7 +113,6 @@ def _train(args) -> int:
     if distributed or args.devices != 1:
         try:
             mesh = parallel.data_mesh(args.devices if args.devices else None)
-            parallel.check_batches(len(ds.X_train), batch_size, mesh)
         except ValueError as e:
             raise UsageError(str(e)) from e
         if not args.quiet:
@@ -114,20 +127,24 @@ def _train(args) -> int:
         result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
                            key=jax.random.key(args.seed), state=state, grad=args.grad,
                            eval_every=args.eval_every, checkpoint_path=ckpt_path,
-                           resume=args.resume, meta={"config": config},
+                           resume=saved, meta={"config": config}, on_start=start,
                            progress=False if args.quiet else None,
                            callbacks=[log] if lead else [], mesh=mesh, form=args.form)
     except train.TrainingDiverged as e:
         print(f"mlp-jax: training stopped: {e}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError) as e:
+        if started:
+            raise
+        raise UsageError(usage(e)) from None  # fit's checks: the options or the data
     elapsed = time.perf_counter() - t0
     if not lead:
         return 0
-    summary = summarize(result.state.params, ds, spec, stats=result.state.stats)
+    splits = train.splits_of(ds)
+    summary = train.evaluate_splits(result.state.params, spec, splits, stats=result.state.stats)
     if ds.X_val is not None:
-        summary.update({f"best_val_params_{k}": v for k, v in
-                        summarize(result.best_params, ds, spec,
-                                   stats=result.best_stats).items() if k.endswith("acc")})
+        best = train.evaluate_splits(result.best_params, spec, splits, stats=result.best_stats)
+        summary.update({f"best_val_params_{k}": v for k, v in best.items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
     write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
     # the result first, --quiet or not; the plot (matplotlib's import alone is ~1 s) after
@@ -142,29 +159,6 @@ def _train(args) -> int:
           + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
     return 0
 
-
-def _init_from(args, spec, opt):
-    """The training state of ``--init-from RUN``: that run's final params, with a fresh
-    optimizer state, step count (so a fresh schedule) and key from ``--seed``."""
-    import jax
-
-    from .. import train
-
-    ck = load_run(args.init_from, which="final")[1]
-    params = ck.params
-    fresh = train.init_state(jax.random.key(args.seed), spec, opt)
-    shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
-    if shapes(params) != shapes(fresh.params):
-        raise UsageError(f"--init-from {args.init_from}: its params have shapes "
-                         f"{[a.shape for a in jax.tree.leaves(params)]}, this network's are "
-                         f"{[a.shape for a in jax.tree.leaves(fresh.params)]}: give the same "
-                         "--hidden, --activation (maxout's pieces) and --norm")
-    # the same leaves, so the same norm: batch norm's statistics come with its params
-    return fresh._replace(params=params, opt_state=opt.init(params), stats=ck.stats)
-
-
-# The options a sweep's results depend on, besides each configuration's own values; a
-# resumed sweep must match them.
 
 def _plot(history, path, title) -> str | None:
     try:
