@@ -29,9 +29,9 @@ _FROM = {
     "validate": ("validate",),
 }
 _WHERE = {name: module for module, names in _FROM.items() for name in names}
-_MODULES = ("activations", "batches", "checkpoint", "data", "derivative", "diagnostics",
-            "epochs", "evaluation", "files", "inference", "layers", "losses", "network",
-            "optim", "parallel", "sweep", "train")
+_MODULES = ("activations", "batches", "checkpoint", "data", "dataset", "derivative",
+            "diagnostics", "epochs", "evaluation", "files", "inference", "layers", "losses",
+            "network", "optim", "owndata", "parallel", "sweep", "train")
 
 __all__ = sorted([*_WHERE, *_MODULES])
 __version__ = "0.1.0"

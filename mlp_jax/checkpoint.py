@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import Preprocessing
+from .dataset import Preprocessing
 from .network import init_stats
 from .outputs import replace_whole
 from .spec import MLPSpec

@@ -1,10 +1,11 @@
-"""Datasets and minibatching.
+"""Datasets by name: the bundled ones, and a file of your own (:func:`load`).
 
-Every loader returns a :class:`Dataset` of float32 features and integer labels,
-with deterministic splits and preprocessing fitted on the training split only
-(standardization, or CIFAR's mean image). Nothing is downloaded: ``digits``
+Every loader returns a :class:`~mlp_jax.dataset.Dataset` of float32 features and
+integer labels, with deterministic splits and preprocessing fitted on the training
+split only (standardization, or CIFAR's mean image). Nothing is downloaded: ``digits``
 needs scikit-learn, ``mnist1d`` the ``mnist1d`` package's generator (both in the
-``data`` extra), ``cifar10`` a local copy of the official python batches.
+``data`` extra), ``cifar10`` a local copy of the official python batches. Data of your
+own: :func:`from_arrays` (:mod:`mlp_jax.owndata`), or :func:`load` of a file.
 """
 
 from __future__ import annotations
@@ -12,87 +13,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from typing import NamedTuple
 
 import numpy as np
 
 from . import files
-from .validate import first_nonfinite
-
-
-class Preprocessing(NamedTuple):
-    """What a dataset of your own was fitted with on its training split, so that
-    evaluation and prediction apply exactly the same (a checkpoint stores it).
-
-    Attributes:
-      classes: your label values in class order: class ``i`` is ``classes[i]`` (sorted
-        ints or strings).
-      mean, std: per-feature statistics of the training split, float32 ``(D,)`` (a
-        constant feature's std is 1: only centred); None: features used as given.
-      features: the feature columns' names (a CSV's header), or None.
-      label_column: the CSV's label column, or None.
-    """
-
-    classes: tuple
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-    features: tuple | None = None
-    label_column: str | None = None
-
-    def transform(self, X: np.ndarray, *, copy: bool = True) -> np.ndarray:
-        """``X`` as the network saw its training data: float32, standardized when fitted.
-        ``copy=False`` transforms a float32 ``X`` in place."""
-        X = np.array(X, np.float32, copy=copy or None)
-        if self.mean is not None:
-            for rows in _row_blocks(len(X)):  # in place, a block at a time
-                X[rows] -= self.mean
-                X[rows] /= self.std
-        return X
-
-    def encode(self, y, what: str = "y") -> np.ndarray:
-        """Your labels as class indices ``0..C-1``; a value unseen in training is an error."""
-        y = _labels(y, what)
-        classes = np.asarray(self.classes)
-        if classes.dtype.kind == "U" and y.dtype.kind in "iu":  # '0', '1', 'three' trained;
-            y = y.astype(str)  # a file whose labels happen to be all whole numbers
-        if classes.dtype.kind != y.dtype.kind and not (y.dtype.kind in "iu" and
-                                                        classes.dtype.kind in "iu"):
-            raise ValueError(f"{what} holds labels like {y[0]!r}, training had labels like "
-                             f"{self.classes[0]!r}")
-        index = np.searchsorted(classes, y)
-        index = np.minimum(index, len(classes) - 1)
-        unseen = classes[index] != y
-        if unseen.any():
-            values = ", ".join(repr(v.item()) for v in np.unique(y[unseen])[:5])
-            raise ValueError(f"{what} holds labels never seen in training: {values} "
-                             f"(row {int(np.argmax(unseen))} first); training had "
-                             f"{_some(self.classes)}")
-        return index.astype(np.int32)
-
-    def decode(self, index) -> np.ndarray:
-        """Class indices back to your label values."""
-        return np.asarray(self.classes)[np.asarray(index)]
-
-
-class Dataset(NamedTuple):
-    """Splits as numpy arrays; ``X_*`` of shape ``(N, D)`` float32, ``y_*`` ``(N,)``.
-    ``preprocessing``: for data of your own (:func:`from_arrays`), what was fitted."""
-
-    name: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray | None
-    y_val: np.ndarray | None
-    X_test: np.ndarray | None
-    y_test: np.ndarray | None
-    num_classes: int
-    preprocessing: Preprocessing | None = None
-
-    def describe(self) -> str:
-        n = lambda a: 0 if a is None else len(a)  # noqa: E731
-        return (f"{self.name}: {n(self.X_train)} train / {n(self.X_val)} val / "
-                f"{n(self.X_test)} test, {self.X_train.shape[1]} features, "
-                f"{self.num_classes} classes")
+from .dataset import Dataset, Preprocessing
+from .owndata import MAX_CLASSES_FLOOR, PREPROCESS, check_features, from_arrays, moments
 
 
 def _need(module: str, extra: str = "data"):
@@ -108,7 +34,7 @@ def standardize(train: np.ndarray, *others):
 
     Constant features (std 0, e.g. digits' always-blank corner pixels) are only centred.
     """
-    mean, std = _moments(train)
+    mean, std = moments(train)
     std = np.where(std > 0, std, 1.0)
     return tuple(None if a is None else ((a - mean) / std).astype(np.float32)
                  for a in (train, *others))
@@ -238,170 +164,6 @@ def cifar10(data_dir: str, num_val: int = 1000) -> Dataset:
                    X_test.astype(np.float32) - mean_image, y_test, 10)
 
 
-def _row_blocks(n: int, size: int = 1 << 16):
-    return (slice(i, min(i + size, n)) for i in range(0, n, size))
-
-
-def _some(values, most: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:most])
-    return f"{len(values)} labels ({shown}{', ...' if len(values) > most else ''})"
-
-
-def _labels(y, what: str) -> np.ndarray:
-    """Labels as a 1-D array of ints or strings (floats only where whole numbers)."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{what} must be one label per example, shape (N,); got {y.shape}")
-    if y.dtype.kind in "iub":  # booleans as 0 and 1
-        return y.astype(np.int64)
-    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
-        return y.astype(np.int64)
-    if y.dtype.kind in "US" or (y.dtype.kind == "O" and all(isinstance(v, str) for v in y)):
-        return y.astype(str)
-    raise ValueError(f"{what} must hold class labels (integers or strings); got {y.dtype} "
-                     f"values like {y[:3].tolist()}")
-
-
-def check_features(X, what: str = "X", columns=None) -> np.ndarray:
-    """``X`` as a 2-D numeric array whose every value is finite, or a ValueError naming
-    the first bad row and column."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(f"{what} must be a 2-D array (examples, features); got shape {X.shape}")
-    if X.dtype.kind not in "fiub":
-        raise ValueError(f"{what} must be numeric; got {X.dtype}")
-    where = first_nonfinite(X) if X.dtype.kind == "f" else None
-    if where is not None:
-        r, c = where
-        name = f" ({columns[c]!r})" if columns is not None else ""
-        raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: features must be "
-                         "finite numbers")
-    if X.dtype.itemsize > 4 or X.dtype.kind in "iu":  # float64, int64: beyond float32?
-        for rows in _row_blocks(len(X)):  # a block at a time: no full-size temporary
-            big = np.abs(X[rows]) > files.F32_MAX
-            if big.any():
-                r, c = (int(i) for i in np.argwhere(big)[0])
-                r += rows.start
-                name = f" ({columns[c]!r})" if columns is not None else ""
-                raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: beyond "
-                                 f"float32's range ({files.F32_MAX:.3g}), which the network "
-                                 "computes in; rescale it")
-    return X
-
-
-def _draw_validation(X, y, n_val: int, seed: int, *, in_place: bool):
-    """``n_val`` examples drawn by ``seed`` as the validation split, the rest (in their
-    order) as training. ``in_place``: the training rows are moved up within ``X``'s own
-    memory (and returned as a view of its first rows), so a large array is never held
-    twice."""
-    val = np.zeros(len(y), bool)
-    val[np.random.default_rng(seed).permutation(len(y))[:n_val]] = True
-    keep = np.flatnonzero(~val)
-    X_val = files.aligned_empty((n_val, X.shape[1]), X.dtype)
-    X_val[:], y_val = X[val], y[val]
-    if not in_place:
-        return (X_val, y_val), (X[keep], y[keep])
-    for rows in _row_blocks(len(keep)):  # keep[i] >= i: each block reads rows not yet moved
-        X[rows] = X[keep[rows]]
-    return (X_val, y_val), (X[:len(keep)], y[keep])
-
-
-def _moments(X: np.ndarray):
-    """Per-feature mean and std in float64, a block of rows at a time (no copy of X)."""
-    total = np.zeros(X.shape[1])
-    for rows in _row_blocks(len(X)):
-        total += X[rows].sum(0, dtype=np.float64)
-    mean = total / len(X)
-    sq = np.zeros(X.shape[1])
-    for rows in _row_blocks(len(X)):
-        sq += ((X[rows] - mean) ** 2).sum(0)
-    return mean, np.sqrt(sq / len(X))
-
-
-PREPROCESS = ("standardize", "none")
-MAX_CLASSES_FLOOR = 20  # more classes than max(this, N/10): not class labels
-
-
-def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
-                val_fraction: float = 0.15, seed: int = 0, preprocess: str = "standardize",
-                name: str = "arrays", features=None, label_column=None,
-                many_classes: bool = False, copy: bool = True) -> Dataset:
-    """A :class:`Dataset` of your own arrays, with its preprocessing fitted and attached.
-
-    Args:
-      X, y: training examples ``(N, D)`` (numeric, finite) and labels ``(N,)`` (any
-        integers or strings: mapped to ``0..C-1`` in sorted order, ``C >= 2``).
-      X_val, y_val, X_test, y_test: optional further splits, labels among y's.
-      val_fraction: without ``X_val``, this share of the examples (shuffled by ``seed``)
-        becomes the validation split; 0 for none.
-      preprocess: ``"standardize"`` (zero mean, unit variance per feature, statistics
-        of the training split only) or ``"none"``.
-      features, label_column: names kept for prediction files (a CSV's header).
-      many_classes: train even when ``y`` has more than ``max(20, N/10)`` distinct labels
-        (refused by default: that many looks like a regression target, not classes).
-      copy: False lets the float32 arrays given be transformed in place (a loader's own
-        arrays: no second copy of a large file).
-
-    The returned dataset's ``preprocessing`` holds the label values and the statistics;
-    ``Preprocessing.transform`` and ``encode`` apply them to new data.
-    """
-    if preprocess not in PREPROCESS:
-        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS)}; got {preprocess!r}")
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
-    splits = {"train": (X, y), "val": (X_val, y_val), "test": (X_test, y_test)}
-    for part, (Xs, ys) in splits.items():
-        if (Xs is None) != (ys is None):
-            raise ValueError(f"the {part} split needs both X_{part} and y_{part}")
-        if Xs is None:
-            continue
-        what = "X" if part == "train" else f"X_{part}"
-        Xs = check_features(Xs, what, features)
-        ys = _labels(ys, "y" if part == "train" else f"y_{part}")
-        if len(Xs) != len(ys):
-            raise ValueError(f"{what} has {len(Xs)} examples but its labels {len(ys)}")
-        if len(Xs) == 0:
-            raise ValueError(f"{what} has no examples")
-        if Xs.shape[1] != np.shape(X)[1]:
-            raise ValueError(f"{what} has {Xs.shape[1]} features, X has {np.shape(X)[1]}")
-        splits[part] = (Xs, ys)
-    X, y = splits["train"]
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ValueError(f"y has a single class ({classes[0].item()!r}): a classifier needs "
-                         "at least two")
-    if len(classes) > max(MAX_CLASSES_FLOOR, len(y) / 10) and not many_classes:
-        raise ValueError(f"y has {len(classes)} distinct labels among {len(y)} examples (a "
-                         "regression target?): a classifier needs several examples of each "
-                         f"class (at most max({MAX_CLASSES_FLOOR}, N/10) classes); give class "
-                         "labels, pick the label column with --label-column, or pass "
-                         "--many-classes (many_classes=True) if these are classes")
-    owned = dict.fromkeys(splits, not copy)  # which arrays may be transformed in place
-    if splits["val"][0] is None and val_fraction > 0:
-        n_val = int(round(val_fraction * len(y)))
-        if not 0 < n_val < len(y):
-            raise ValueError(f"{len(y)} examples are too few to split {val_fraction} of "
-                             "them off for validation")
-        splits["val"], splits["train"] = _draw_validation(X, y, n_val, seed,
-                                                          in_place=owned["train"])
-        owned["val"] = owned["train"] = True
-    prep = Preprocessing(tuple(c.item() for c in classes), features=None if features is None
-                         else tuple(features), label_column=label_column)
-    if preprocess == "standardize":
-        X, y = splits["train"]
-        X = np.array(X, np.float32, copy=not owned["train"] or None)
-        mean, std = _moments(X)
-        prep = prep._replace(mean=mean.astype(np.float32),
-                             std=np.where(std > 0, std, 1.0).astype(np.float32))
-        splits["train"], owned["train"] = (X, y), True
-    out = {}
-    for part, (Xs, ys) in splits.items():
-        labels = "y" if part == "train" else f"y_{part}"
-        out[part] = (None, None) if Xs is None else \
-            (prep.transform(Xs, copy=not owned[part]), prep.encode(ys, labels))
-    return Dataset(name, *out["train"], *out["val"], *out["test"], len(classes), prep)
-
-
 def regression(N: int = 64, D_in: int = 1000, D_out: int = 10, seed: int = 0):
     """The lecture's numpy example data: ``x (N, D_in)``, ``y (N, D_out)``, both randn."""
     rng = np.random.default_rng(seed)
@@ -430,3 +192,8 @@ def load(name: str, data_dir: str | None = None, *, label_column: str | None = N
             raise ValueError("cifar10 needs --data-dir pointing at cifar-10-batches-py")
         return cifar10(data_dir)
     return DATASETS[name]()
+
+
+__all__ = ["DATASETS", "MAX_CLASSES_FLOOR", "PREPROCESS", "Dataset", "Preprocessing",
+           "check_features", "cifar10", "digits", "from_arrays", "load", "load_cifar_batch",
+           "mnist1d", "regression", "spiral", "split", "standardize"]

@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import Preprocessing, check_features
+from .dataset import Preprocessing
 from .evaluation import EVAL_CHUNK
 from .losses import BINARY_PM1, REAL, predicted_labels
 from .network import forward
+from .owndata import check_features
 from .spec import MLPSpec
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from . import plots
 from .common import (
     MAX_SEED,
     SWEEP_AXES,
@@ -207,7 +208,7 @@ def _sweep(args) -> int:
         if not best["diverged"]:
             print(f"\nbest {metric} {best[metric]:.4f}; rerun it with:\n  {command}",
                   flush=True)
-    plot = _plot_sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
+    plot = plots.sweep(rows, metric, paths["sweep.png"], f"{ds.describe()}: {len(rows)} "
                        "configurations")  # after the result: matplotlib's import is slow
     if not args.quiet:
         print(f"{elapsed:.1f} s; wrote {paths['sweep.csv']}, {paths['sweep.json']}"
@@ -217,44 +218,6 @@ def _sweep(args) -> int:
               "learning rates", file=sys.stderr)
         return 1
     return 0
-
-
-def _plot_sweep(rows, metric, path, title) -> str | None:
-    """One panel per swept hyperparameter: each configuration's score at its value."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
-    axes = [k for k in SWEEP_AXES[1:] if len({r[k] for r in rows}) > 1] or ["seed"]
-    fig, panels = plt.subplots(1, len(axes), figsize=(4 * len(axes), 3.6), squeeze=False,
-                               sharey=True)
-    ok = [r for r in rows if not r["diverged"]]
-    for ax, name in zip(panels[0], axes):
-        ax.scatter([r[name] for r in ok], [r[metric] for r in ok], alpha=0.6, s=18)
-        if ok:
-            ax.scatter([ok[0][name]], [ok[0][metric]], marker="*", s=160, color="C3",
-                       label="best", zorder=3)
-            ax.legend(loc="lower right")
-        if name in ("lr", "reg") and all(r[name] > 0 for r in ok):
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel=name)
-        ax.grid(alpha=0.3)
-    panels[0][0].set_ylabel(metric + (f" ({len(rows) - len(ok)} diverged, not shown)"
-                                      if len(ok) < len(rows) else ""))
-    fig.suptitle(title)
-    fig.tight_layout()
-    from ..outputs import replace_whole
-
-    replace_whole(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return path
-
-
 
 
 def add_parser(sub) -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from . import plots
 from .common import (
     RUN_FIXED,
     Help,
@@ -154,40 +155,10 @@ def _train(args) -> int:
     if ds.X_val is not None:
         best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
         print(f"best-on-validation params: {best}", flush=True)
-    plot = _plot(result.history, os.path.join(args.out, "curves.png"), ds.describe())
+    plot = plots.curves(result.history, os.path.join(args.out, "curves.png"), ds.describe())
     print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
           + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
     return 0
-
-
-def _plot(history, path, title) -> str | None:
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], label="train (minibatch mean)")
-    ax2.plot(epochs, [r["train_acc"] for r in history], label="train")  # same colours both
-    if history and "val_loss" in history[0]:
-        ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
-        ax2.plot(epochs, [r["val_acc"] for r in history], label="validation")
-    ax1.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax1, ax2):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    from ..outputs import replace_whole
-
-    replace_whole(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    return path
-
 
 
 def add_parser(sub) -> None:
