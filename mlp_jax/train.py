@@ -180,8 +180,9 @@ def fit(spec: MLPSpec, data, optimizer: GradientTransformation, *, epochs: int,
     check_params(state.params, spec)
     check_finite("params", state.params)
     history, best_params, best_val, best_stats = [], state.params, None, state.stats
-    if resume is True and checkpoint_path and os.path.exists(checkpoint_path):
-        resume = ckpt.read(checkpoint_path)
+    if resume is True:  # the checkpoint, where there is one yet
+        exists = checkpoint_path and os.path.exists(checkpoint_path)
+        resume = ckpt.read(checkpoint_path) if exists else None
     if resume:  # a checkpoint.Saved: read once, here or by the caller
         loaded = resume.restore(template=state, spec=spec)
         state, history = loaded.state, loaded.history

@@ -133,7 +133,7 @@ def test_peer_that_never_starts_is_a_clear_error_within_the_timeout(tmp_path):
 def test_two_devices_take_grad_and_eval_every(tmp_path):
     """`train --devices 2 --grad autodiff --eval-every 5`: one history row per 5 epochs, and
     the hand backprop is never called (it is replaced by one that fails)."""
-    child = ("import sys, mlp_jax.train as t\n"
+    child = ("import sys, mlp_jax.epochs as t\n"
              "def boom(*a, **k):\n"
              "    raise AssertionError('backprop called')\n"
              "t.backprop = boom\n"

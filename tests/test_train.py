@@ -89,8 +89,14 @@ def test_evaluation_in_chunks_is_the_whole_splits_loss_and_accuracy(monkeypatch,
     s = h @ np.asarray(params[1]["W"]).T + np.asarray(params[1]["b"])
     data = np.mean(np.log(np.exp(s).sum(1)) - s[np.arange(23), y])
     penalty = 0.1 * sum(float((np.asarray(p["W"]) ** 2).sum()) for p in params)
-    monkeypatch.setattr(train, "EVAL_CHUNK", 5)  # 5 + 5 + 5 + 5 + 3
+    from mlp_jax import evaluation
+
+    monkeypatch.setattr(evaluation, "EVAL_CHUNK", 5)  # 5 + 5 + 5 + 5 + 3
+    chunks = []
+    whole = evaluation._evaluate
+    monkeypatch.setattr(evaluation, "_evaluate", lambda *a: chunks.append(1) or whole(*a))
     value, acc = train.evaluate(params, X, y, spec)
+    assert len(chunks) == 5  # it did go a chunk at a time
     assert value == pytest.approx(data + penalty, rel=1e-12)
     assert acc == pytest.approx(np.mean(s.argmax(1) == y), abs=1e-12)
 
@@ -105,6 +111,21 @@ def test_best_on_validation_is_kept():
     assert train.evaluate(r.best_params, ds.X_val, ds.y_val, spec)[1] == best_row["val_acc"]
     assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time"} <= \
         set(r.history[0])
+
+
+def test_resume_true_starts_a_run_where_there_is_no_checkpoint_yet(tmp_path):
+    """resume=True is safe on a first call (the README's Training block does it): with no
+    checkpoint yet it is a fresh run; a second call continues it, to the params of one
+    straight run."""
+    ds, spec = data.spiral(), mj.MLPSpec((2, 16, 3))
+    kw = dict(batch_size=100, key=jax.random.key(0), progress=False)
+    saved = dict(checkpoint_path=str(tmp_path / "c.npz"), resume=True)
+    first = train.fit(spec, ds, optim.sgd(0.1), epochs=2, **kw, **saved)
+    assert [r["epoch"] for r in first.history] == [1, 2]
+    second = train.fit(spec, ds, optim.sgd(0.1), epochs=4, **kw, **saved)
+    straight = train.fit(spec, ds, optim.sgd(0.1), epochs=4, **kw)
+    assert [r["epoch"] for r in second.history] == [1, 2, 3, 4]
+    assert tree_equal(second.state.params, straight.state.params)
 
 
 def test_float64_training_is_float64_throughout(x64):
