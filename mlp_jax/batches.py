@@ -51,13 +51,13 @@ def check(num_examples: int, batch_size: int, *, devices: int = 1, batchnorm: bo
     last = (f"the last minibatch of each epoch ({num_examples} % {mb.size} = {mb.rest} "
             "examples)")
     if mb.size % devices:
-        raise BatchSizeError(f"the global batch of {mb.size} examples does not split evenly over "
-                         f"{devices} devices; choose a batch size that is a multiple of "
-                         f"{devices}")
+        raise BatchSizeError(f"the global batch of {mb.size} examples does not split evenly "
+                             f"over {devices} devices; choose a batch size that is a multiple "
+                             f"of {devices}")
     if mb.rest % devices:
         raise BatchSizeError(f"{last} does not split evenly over {devices} devices; choose a "
-                         f"batch size that leaves a multiple of {devices} (e.g. one that "
-                         f"divides {num_examples})")
+                             f"batch size that leaves a multiple of {devices} (e.g. one that "
+                             f"divides {num_examples})")
     if not batchnorm:
         return
     shards = devices if normalized_per_device else 1
@@ -68,6 +68,6 @@ def check(num_examples: int, batch_size: int, *, devices: int = 1, batchnorm: bo
     which = (last[:-1] + per + ")" if mb.rest
              else f"a minibatch of {mb.size} examples" + (f" ({per[2:]})" if per else ""))
     raise BatchSizeError(f"batch norm normalizes each minibatch by its own statistics, and "
-                     f"{which} is a batch of {smallest}, whose variance is 0: choose "
-                     "a batch size that leaves every minibatch 2 or more examples"
-                     + (" per device" if shards > 1 else ""))
+                         f"{which} is a batch of {smallest}, whose variance is 0: choose a "
+                         "batch size that leaves every minibatch 2 or more examples"
+                         + (" per device" if shards > 1 else ""))

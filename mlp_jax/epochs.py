@@ -75,11 +75,11 @@ def init_state_from(key, spec: MLPSpec, optimizer: GradientTransformation, param
     a fresh optimizer state, step count (so a fresh schedule) and key. ``ValueError``
     when their shapes are not ``spec``'s."""
     fresh = init_state(key, spec, optimizer)
-    shapes = lambda tree: [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]  # noqa: E731
-    if shapes(params) != shapes(fresh.params):
-        raise ValueError(f"its params have shapes {[a.shape for a in jax.tree.leaves(params)]}, "
-                         "this network's are "
-                         f"{[a.shape for a in jax.tree.leaves(fresh.params)]}")
+    given, wanted = ([(a.shape, a.dtype) for a in jax.tree.leaves(tree)]
+                     for tree in (params, fresh.params))
+    if given != wanted:
+        raise ValueError(f"its params have shapes {[s for s, _ in given]}, this network's "
+                         f"are {[s for s, _ in wanted]}")
     return fresh._replace(params=params, opt_state=optimizer.init(params), stats=stats)
 
 

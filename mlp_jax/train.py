@@ -38,7 +38,7 @@ from .epochs import (
 from .evaluation import EVAL_CHUNK, evaluate, evaluate_splits, splits_of
 from .optim import GradientTransformation
 from .spec import Hyper, MLPSpec
-from .validate import check_finite, check_labels, check_params, check_x
+from .validate import check_data, check_finite, check_params
 
 DIVERGED = 1e3  # an epoch's mean loss this many times max(1, the first minibatch's) diverged
 
@@ -89,10 +89,7 @@ def check_run(spec: MLPSpec, data, *, epochs: int, batch_size: int, devices: int
                   normalized_per_device=form == "shard_map")
     for split, (x, y) in splits_of(data, ("train", "val")).items():
         try:
-            check_x(x, spec)
-            check_labels(y, spec, np.shape(x)[0])
-            check_finite("x", x)
-            check_finite("y", y)
+            check_data(x, y, spec)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{split} split: {e}") from None
 

@@ -165,13 +165,19 @@ def check_finite(name: str, tree) -> None:
                 )
 
 
-def validate(params, x, y, spec: MLPSpec) -> None:
-    """Every check at once, including NaN/inf in params, x and y (outside jit)."""
-    check_params(params, spec)
+def check_data(x, y, spec: MLPSpec) -> None:
+    """``x`` and (unless None) ``y`` as the spec takes them: shapes, label range, no NaN or
+    inf (the value checks outside jit only)."""
     check_x(x, spec)
     if y is not None:
         check_labels(y, spec, np.shape(x)[0])
-    check_finite("params", params)
     check_finite("x", x)
     if y is not None:
         check_finite("y", y)
+
+
+def validate(params, x, y, spec: MLPSpec) -> None:
+    """Every check at once, including NaN/inf in params, x and y (outside jit)."""
+    check_params(params, spec)
+    check_finite("params", params)
+    check_data(x, y, spec)
