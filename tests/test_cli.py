@@ -43,11 +43,13 @@ def test_cli_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path):
         code = cli.main(argv)
     except SystemExit as e:
         code = e.code
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
     assert code == 2
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert re.search(match, err), err
     assert not (tmp_path / "o").exists()  # nothing written
+    assert out == ""  # nor a description of a run that does not start
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -82,9 +82,17 @@ def _train(args) -> int:
                        "from its params")
     started = False
 
-    def start(history):  # fit's checks passed: the run's files from here on
+    def start(history):  # fit's checks passed: the run's description and files from here on
         nonlocal started
         started = True
+        if not args.quiet:
+            print(f"{ds.describe()}\nnetwork {spec.sizes}, {spec.activation_name}, "
+                  f"{spec.loss_fn.name}, {args.optimizer} lr {args.lr} ({args.schedule}), "
+                  f"{args.epochs} epochs of {per_epoch} steps (batch {batch_size}), "
+                  f"grad={args.grad}", flush=True)
+            if mesh is not None:
+                print(f"data parallel over {mesh.shape['data']} devices "
+                      f"({jax.process_count()} processes), form {args.form}", flush=True)
         if not lead:
             return
         if not args.resume:
@@ -105,20 +113,12 @@ def _train(args) -> int:
             print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
                   f"train acc {row['train_acc']:.4f}{val}", flush=True)
 
-    if not args.quiet:
-        print(f"{ds.describe()}\nnetwork {spec.sizes}, {spec.activation_name}, "
-              f"{spec.loss_fn.name}, {args.optimizer} lr {args.lr} ({args.schedule}), "
-              f"{args.epochs} epochs of {per_epoch} steps (batch {batch_size}), "
-              f"grad={args.grad}", flush=True)
     mesh = None
     if distributed or args.devices != 1:
         try:
             mesh = parallel.data_mesh(args.devices if args.devices else None)
         except ValueError as e:
             raise UsageError(str(e)) from e
-        if not args.quiet:
-            print(f"data parallel over {mesh.shape['data']} devices "
-                  f"({jax.process_count()} processes), form {args.form}", flush=True)
     if mesh is None:  # the data on the device, one array at a time, each numpy copy freed
         for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
             if getattr(ds, k) is not None:
