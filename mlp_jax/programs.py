@@ -18,7 +18,7 @@ import functools
 import types
 from collections import OrderedDict
 
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 MAX_PROGRAMS = 64  # built programs kept (least recently used dropped first)
 _PROGRAMS: OrderedDict = OrderedDict()
@@ -35,8 +35,9 @@ def static_key(obj):
     Numbers and strings by type and value; tuples, lists and dicts by their items;
     functions by their code, defaults and closed-over values (recursively), and the
     module they were defined in; ``functools.partial`` by its function and arguments; a
-    ``Mesh`` by its devices and axes; any other object by its own value hash (a frozen
-    dataclass such as ``MLPSpec``), never by identity. Raises :class:`Unkeyable`
+    ``Mesh`` by its devices and axes and a ``PartitionSpec`` by its entries (both hash by
+    identity); any other object by its own value hash (a frozen dataclass such as
+    ``MLPSpec``), never by identity. Raises :class:`Unkeyable`
     otherwise. A module-level name a function reads is not part of its key: as with
     ``jax.jit`` itself, a program sees a global's value when it is traced."""
     if isinstance(obj, _ATOMS):
@@ -54,6 +55,8 @@ def static_key(obj):
                 static_key(obj.keywords))
     if isinstance(obj, (types.BuiltinFunctionType, type)):
         return "object", obj
+    if isinstance(obj, PartitionSpec):  # hashed by identity too; its repr is its value
+        return "pspec", repr(obj)
     if isinstance(obj, Mesh):  # hashed by identity, but a mesh is its devices and axes
         return ("mesh", obj.devices.shape, tuple(d.id for d in obj.devices.flat),
                 obj.axis_names, static_key(getattr(obj, "axis_types", None)))

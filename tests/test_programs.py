@@ -57,6 +57,24 @@ def test_a_second_sweep_and_fit_compile_nothing(spiral):
     assert fits[1] == 0 and fits[2] > 0, fits
 
 
+@pytest.mark.parametrize("form", train.FORMS)
+def test_a_second_data_parallel_fit_compiles_nothing(spiral, form):
+    """Over a mesh (here of one device: the same shard_map / GSPMD program), the gradient
+    function is built before the program is looked up; a second fit with a fresh mesh
+    finds the first one's program."""
+    from mlp_jax import parallel
+
+    spec = MLPSpec((2, 8, 3), reg=1e-3)
+    fits = []
+    for _ in range(2):
+        with compilations() as seen:
+            train.fit(spec, spiral, optim.adam(1e-2), epochs=2, batch_size=16,
+                      key=jax.random.key(0), progress=False, mesh=parallel.data_mesh(1),
+                      form=form)
+        fits.append(len(seen))
+    assert fits[0] > 0 and fits[1] == 0, fits
+
+
 def test_keys_tell_programs_apart_and_refuse_what_they_cannot_key():
     built = []
 
