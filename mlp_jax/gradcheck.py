@@ -10,13 +10,13 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
   on entries many orders below their layer's scale; it is continuous (no
   cutoff where an entry suddenly gets slack) and measured, not picked:
 
-  - vs ``jax.grad``: ``FLOOR_AUTODIFF * S``, S the largest ``|jax.grad|`` entry
+  - vs ``jax.grad``: ``Rule.floor_autodiff * S``, S the largest ``|jax.grad|`` entry
     in the entry's layer (``W`` and ``b`` together: a one-entry bias leaf whose
     true gradient is exactly 0 has no scale of its own);
   - vs finite differences, each entry's own error bar: rounding,
-    ``FD_NOISE * eps * M / h`` with M the size of what the loss is computed
+    ``Rule.fd_noise * eps * M / h`` with M the size of what the loss is computed
     from (``|L|`` plus the mean of ``sum_j |s_ij|``), and truncation,
-    ``FD_TRUNC`` times the stencil's Richardson error estimate.
+    ``Rule.fd_trunc`` times the stencil's Richardson error estimate.
 
   The report states, per leaf, how much of its allowance the worst entry used
   and which term was the largest there.
@@ -55,22 +55,45 @@ from .passrule import Comparison, rel_error, table
 from .spec import MLPSpec
 from .validate import validate
 
-# Relative tolerances: CS231n's thresholds, never loosened.
-TOL_AUTODIFF = 1e-10
-TOL_FD = 1e-7
-# The absolute terms, measured over random correct problems (`mlp-jax gradcheck --random
-# 2400`, depths 1-6, N 1-64; the README's random sweeps), set on one sweep and confirmed
-# on another drawn independently:
-# - hand vs jax.grad needed at most 6e-15 S, except where a confident prediction makes the
-#   loss gradient cancel (softmax p - 1 with p near 1, n = 1 or 2): there both carry about
-#   eps (1 + |s|) / N per score, which the noise term pulls back through the network; those
-#   cases needed at most 0.35 of AD_NOISE = 1. A derivative off by a factor 1 + 1e-8 still
-#   fails (it moves the layer's largest entry by 1e-8 S; tests/test_gradcheck_detection.py).
-# - finite differences needed at most 0.60 of their absolute allowance below.
-FLOOR_AUTODIFF = 1e-14  # units of S, the layer's largest |jax.grad| entry
-AD_NOISE = 10.0  # times the layer's rounding scale (the loss gradient's eps pulled back)
-FD_NOISE = 10.0  # units of eps * M / h
-FD_TRUNC = finitediff.TRUNC  # times the Richardson estimate of the stencil's truncation error
+
+@dataclass(frozen=True)
+class Rule:
+    """``check_grads``' pass rule, per entry and per reference: ``|hand - ref| <= rtol
+    (|hand| + |ref|) + absolute`` (the module docstring says what each term is).
+
+    The relative tolerances are CS231n's thresholds, never loosened. The absolute terms
+    were measured over random correct problems (`mlp-jax gradcheck --random 2400`, depths
+    1-6, N 1-64; the README's random sweeps), set on one sweep and confirmed on another
+    drawn independently:
+
+    - hand vs jax.grad needed at most 6e-15 S, except where a confident prediction makes
+      the loss gradient cancel (softmax p - 1 with p near 1, n = 1 or 2): there both carry
+      about eps (1 + |s|) / N per score, which the noise term pulls back through the
+      network; those cases needed at most 0.35 of a noise term of 1 (``ad_noise`` is 10).
+      A derivative off by a factor 1 + 1e-8 still fails (it moves the layer's largest
+      entry by 1e-8 S; tests/test_gradcheck_detection.py).
+    - finite differences needed at most 0.60 of their absolute allowance.
+    """
+
+    tol_autodiff: float = 1e-10  # relative, vs jax.grad
+    tol_fd: float = 1e-7  # relative, vs finite differences
+    floor_autodiff: float = 1e-14  # units of S, the layer's largest |jax.grad| entry
+    ad_noise: float = 10.0  # times the layer's rounding scale (the loss gradient's eps pulled back)
+    fd_noise: float = 10.0  # units of eps * M / h
+    fd_trunc: float = finitediff.TRUNC  # times the stencil's Richardson truncation estimate
+
+    # pragma: no mutate block (the rule's wording, not its judgement)
+    def __str__(self) -> str:
+        return (f"rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute; vs "
+                f"jax.grad rtol {self.tol_autodiff:g} + floor {self.floor_autodiff:g} S (S = "
+                f"the layer's largest |jax.grad|) + noise {self.ad_noise:g} x the layer's "
+                f"rounding scale; vs finite differences rtol {self.tol_fd:g} + noise "
+                f"{self.fd_noise:g} eps M/h + trunc {self.fd_trunc:g} x the stencil's "
+                "Richardson error")
+
+
+RULE = Rule()
+
 POINTS = finitediff.points(("centred",))  # the centred stencil: +-h, +-2h, and +-4h for 2h
 FD_FULL_LIMIT = 4096  # parameters; above it, finite differences sample entries by default
 FD_SAMPLE_PER_LEAF = 256
@@ -98,12 +121,7 @@ class GradCheckReport:
     leaves: tuple[LeafCheck, ...]
     loss_hand: float
     loss_autodiff: float
-    tol_autodiff: float
-    tol_fd: float
-    floor_autodiff: float
-    ad_noise: float
-    fd_noise: float
-    fd_trunc: float
+    rule: Rule
     h: float
 
     @property
@@ -131,7 +149,7 @@ class GradCheckReport:
     @property
     def passed(self) -> bool:
         return all(leaf.passed for leaf in self.leaves) \
-            and self.loss_rel_error <= self.tol_autodiff
+            and self.loss_rel_error <= self.rule.tol_autodiff
 
     # pragma: no mutate block (the report's wording, not its judgement)
     def __str__(self) -> str:
@@ -146,10 +164,8 @@ class GradCheckReport:
         fd_n = sum(leaf.fd_entries for leaf in self.leaves)
         total = sum(int(np.prod(leaf.shape)) for leaf in self.leaves)
         lines.append(
-            rule_line(self.tol_autodiff, self.floor_autodiff, self.ad_noise, self.tol_fd,
-                      self.fd_noise, self.fd_trunc)
-            + "\n  'used' = the worst entry's |hand - ref| / allowance (PASS <= 1); 'by' = "
-            "the largest term of that allowance"
+            f"{self.rule}\n  'used' = the worst entry's |hand - ref| / allowance (PASS <= 1); "
+            "'by' = the largest term of that allowance"
         )
         lines.append(
             f"finite differences: 4-point stencil, h={self.h:g} (and 2h for its error), on "
@@ -159,18 +175,6 @@ class GradCheckReport:
         )
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
-
-
-# pragma: no mutate start
-def rule_line(tol_autodiff=TOL_AUTODIFF, floor_autodiff=FLOOR_AUTODIFF, ad_noise=AD_NOISE,
-              tol_fd=TOL_FD, fd_noise=FD_NOISE, fd_trunc=FD_TRUNC) -> str:
-    """The pass rule in one line, with its numbers."""
-    return (f"rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute; vs jax.grad "
-            f"rtol {tol_autodiff:g} + floor {floor_autodiff:g} S (S = the layer's largest "
-            f"|jax.grad|) + noise {ad_noise:g} x the layer's rounding scale; vs finite "
-            f"differences rtol {tol_fd:g} + noise {fd_noise:g} eps M/h + trunc {fd_trunc:g} x "
-            "the stencil's Richardson error")
-# pragma: no mutate end
 
 
 def _kink_state(scores, cache, y, spec: MLPSpec) -> jax.Array:
@@ -281,11 +285,7 @@ def _fd_picks(sizes: list[int], fd_entries, seed: int) -> list[np.ndarray]:
 
 
 def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: bool | None = None,
-                stats=None, h: float = 1e-3, tol_autodiff: float = TOL_AUTODIFF,
-                tol_fd: float = TOL_FD,
-                floor_autodiff: float = FLOOR_AUTODIFF, ad_noise: float = AD_NOISE,
-                fd_noise: float = FD_NOISE,
-                fd_trunc: float = FD_TRUNC,
+                stats=None, h: float = 1e-3, rule: Rule = RULE,
                 fd_entries: int | str | None = "auto", seed: int = 0,
                 jit: bool = True) -> GradCheckReport:
     """Hand backprop vs ``jax.grad(loss)`` vs finite differences, per leaf, in float64.
@@ -299,12 +299,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         without ``stats``: its training mode is the classic derivation).
       stats: batch norm's running statistics: checks evaluation mode (``train`` False).
       h: finite-difference step.
-      tol_autodiff, tol_fd: the pass rule's relative tolerances.
-      floor_autodiff, ad_noise, fd_noise, fd_trunc: the rule's absolute terms
-        (see the module docstring): vs ``jax.grad``, the floor in units of the
-        layer's largest ``|jax.grad|`` entry and the multiple of the layer's
-        rounding scale; vs finite differences, their rounding in units of
-        ``eps * M / h`` and the multiple of their truncation estimate.
+      rule: the pass rule (:class:`Rule`; ``dataclasses.replace(RULE, ...)`` to change
+        a term): its relative tolerances and absolute terms.
       fd_entries: finite-difference this many random entries per leaf; None:
         every entry; ``"auto"`` (default): every entry up to
         ``FD_FULL_LIMIT`` parameters, else ``FD_SAMPLE_PER_LEAF`` per leaf.
@@ -351,7 +347,7 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         round_leaves = [np.asarray(a) for a in jax.tree.leaves(rounding)]
         fd_flat, err_flat = np.asarray(fd_flat), np.asarray(err_flat)
         straddle_flat = np.asarray(straddle_flat)
-    noise = fd_noise * np.finfo(np.float64).eps * float(magnitude) / h
+    noise = rule.fd_noise * np.finfo(np.float64).eps * float(magnitude) / h
 
     names = _leaf_names(params)
     layer_of = [layer for layer, p in enumerate(params) for _ in p]  # as jax.tree.leaves
@@ -371,10 +367,11 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         at += pick.size
         leaves.append(LeafCheck(
             name, hl.shape,
-            Comparison.of(hl, al, tol_autodiff, {"floor": floor_autodiff * scale,
-                                                 "noise": ad_noise * round_scale[layer]}),
-            Comparison.of(hl, fd.reshape(hl.shape), tol_fd,
-                          {"noise": noise, "trunc": fd_trunc * err.reshape(hl.shape)},
+            Comparison.of(hl, al, rule.tol_autodiff,
+                          {"floor": rule.floor_autodiff * scale,
+                           "noise": rule.ad_noise * round_scale[layer]}),
+            Comparison.of(hl, fd.reshape(hl.shape), rule.tol_fd,
+                          {"noise": noise, "trunc": rule.fd_trunc * err.reshape(hl.shape)},
                           include.reshape(hl.shape)),
             kinks, int(pick.size),
         ))
@@ -383,6 +380,4 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
                + f"reg={float(hyper.reg)}, "
                f"dropout={float(hyper.dropout) if train and spec.dropout else 0}, "
                f"N={np.shape(x)[0]}")
-    return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad),
-                           tol_autodiff, tol_fd, floor_autodiff, ad_noise, fd_noise, fd_trunc,
-                           h)
+    return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad), rule, h)

@@ -13,6 +13,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import mlp_jax as mj
+from mlp_jax import gradcheck as gc
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
 from mlp_jax.passrule import Comparison, rel_error
 from tests.procs import alive, children
@@ -292,7 +293,6 @@ def test_report_applies_the_documented_rule_entry_by_entry():
     |s_ij|) + trunc x each entry's Richardson estimate, straddling entries left out. The
     loss's gradient is off by 1e-12 (well inside CS231n's 1e-10: it passes), so every entry
     differs from its references and every 'used' depends on its allowance."""
-    from mlp_jax import gradcheck as gc
     off = mj.losses.Loss("svm_off", mj.losses.SVM.value,
                          lambda s, y: mj.losses.SVM.grad(s, y) * (1 + 1e-12),
                          mj.losses.CLASS, mj.losses.SVM.kink_state)
@@ -314,7 +314,7 @@ def test_report_applies_the_documented_rule_entry_by_entry():
                                                   **kw)
     assert report.passed, str(report)
     assert (report.loss_hand, report.loss_autodiff) == (float(loss_hand), float(loss_ad))
-    noise = gc.FD_NOISE * eps * (abs(float(loss_ad)) + np.abs(s).sum(1).mean()) / h
+    noise = gc.RULE.fd_noise * eps * (abs(float(loss_ad)) + np.abs(s).sum(1).mean()) / h
     fd, err, straddle = (np.split(np.asarray(a), np.cumsum([a.size for a in
                          jax.tree.leaves(params)])[:-1]) for a in (fd, err, straddle))
     names = [f"{k}{i}" for i, layer in enumerate(params, start=1) for k in sorted(layer)]
@@ -325,10 +325,12 @@ def test_report_applies_the_documented_rule_entry_by_entry():
         R = max(np.abs(np.asarray(a)).max() for a in rounding[layer].values())
         k = leaf.name[0]
         hl, al = np.asarray(hand[layer][k]), np.asarray(auto[layer][k])
-        want_ad = Comparison.of(hl, al, gc.TOL_AUTODIFF,
-                                {"floor": gc.FLOOR_AUTODIFF * S, "noise": gc.AD_NOISE * R})
-        want_fd = Comparison.of(hl, fd[i].reshape(hl.shape), gc.TOL_FD,
-                                {"noise": noise, "trunc": gc.FD_TRUNC * err[i].reshape(hl.shape)},
+        want_ad = Comparison.of(hl, al, gc.RULE.tol_autodiff,
+                                {"floor": gc.RULE.floor_autodiff * S,
+                                 "noise": gc.RULE.ad_noise * R})
+        want_fd = Comparison.of(hl, fd[i].reshape(hl.shape), gc.RULE.tol_fd,
+                                {"noise": noise,
+                                 "trunc": gc.RULE.fd_trunc * err[i].reshape(hl.shape)},
                                 ~straddle[i].reshape(hl.shape))
         for got, want in ((leaf.autodiff, want_ad), (leaf.fd, want_fd)):
             assert got.used > 0 or got.checked == 0, leaf.name  # every compared entry differs
@@ -506,8 +508,10 @@ def test_each_allowance_term_is_named_where_it_decides(term, kwargs):
     spec = mj.MLPSpec((20, 30, 3), activation="tanh")
     params = mj.init_params(jax.random.key(0), spec)
     rng = np.random.default_rng(0)
+    rule = dataclasses.replace(gc.RULE, **kwargs)
     report = mj.check_grads(params, rng.normal(size=(6, 20)), rng.integers(0, 3, 6), spec,
-                            **kwargs)
+                            rule=rule)
+    assert report.rule == rule and f"\n{rule}\n" in str(report)
     reference, name = term.split()
     decided = [getattr(leaf, reference).decided for leaf in report.leaves]
     # On a GPU two leaves' worst entries had a Richardson estimate of exactly 0 (float64

@@ -141,7 +141,7 @@ def _gradcheck(args) -> int:
     need_ad = max(r["absolute_used_autodiff"] for r in results)
     need_fd = max(r["absolute_used_fd"] for r in results)
     kinks = sum(r["kink_entries"] for r in results)
-    print("\n" + gc.rule_line())
+    print(f"\n{gc.RULE}")
 
     def need(share):
         return "none" if share == 0 else f"{share:.2g} (headroom {1 / share:.3g}x)"
