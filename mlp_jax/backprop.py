@@ -8,7 +8,7 @@ It walks the forward cache from the scores down to the first layer:
     dh *= mask                                       (dropout, layers.py)
     dz = dh * act'(z)   or maxout routing           (activations.py)
     dz, dgamma, dbeta = normalize_backward(dz, ...)  (the norm, layers.py; batch norm in
-                                                      evaluation: standardize_backward)
+                                                      evaluation: normalize_by_backward)
 
 References: CS231n "Backpropagation, Intuitions" and "Neural Networks Case
 Study" (the two-layer network's backward pass).
@@ -66,7 +66,7 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
         if "norm" in below:  # through the norm, to the affine map's output
             gamma = params[layer - 1]["gamma"]
             if spec.batchnorm and not train:  # fixed running statistics: affine
-                out = layers.standardize_backward(dz, below["norm"], gamma)
+                out = layers.normalize_by_backward(dz, below["norm"], gamma)
             else:  # statistics of z itself: over the batch (batch norm) or the features
                 out = layers.normalize_backward(dz, below["norm"], gamma,
                                                 axis=0 if spec.batchnorm else 1)

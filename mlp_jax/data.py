@@ -18,7 +18,7 @@ import numpy as np
 
 from . import files
 from .dataset import Dataset, Preprocessing
-from .owndata import MAX_CLASSES_FLOOR, PREPROCESS, check_features, from_arrays, moments
+from .owndata import MAX_CLASSES_FLOOR, PREPROCESS, check_features, feature_mean_std, from_arrays
 
 
 def _need(module: str, extra: str = "data"):
@@ -34,7 +34,7 @@ def standardize(train: np.ndarray, *others):
 
     Constant features (std 0, e.g. digits' always-blank corner pixels) are only centred.
     """
-    mean, std = moments(train)
+    mean, std = feature_mean_std(train)
     std = np.where(std > 0, std, 1.0)
     return tuple(None if a is None else ((a - mean) / std).astype(np.float32)
                  for a in (train, *others))

@@ -40,16 +40,16 @@ def affine_backward(dz: Array, x: Array, W: Array, *, need_dx: bool = True):
 # --- Normalization: y = gamma * xhat + beta, xhat = (z - mean) / sqrt(var + eps), ---
 # the mean and the (biased) variance taken over ``axis``: the features of each example
 # (layer norm, Ba et al. 2016: axis 1) or the batch, per feature (batch norm in
-# training, Ioffe & Szegedy 2015: axis 0); in evaluation, batch norm standardizes by
-# fixed running statistics instead. gamma and beta are per feature, (out,).
-def moments(z: Array, axis: int) -> tuple[Array, Array]:
+# training, Ioffe & Szegedy 2015: axis 0); in evaluation, batch norm normalizes by
+# fixed running statistics instead (normalize_by). gamma and beta are per feature, (out,).
+def mean_var(z: Array, axis: int) -> tuple[Array, Array]:
     """The mean and the biased variance (divided by the count) over ``axis``, kept as an
     axis of size 1."""
     mean = jnp.mean(z, axis=axis, keepdims=True)
     return mean, jnp.mean(jnp.square(z - mean), axis=axis, keepdims=True)
 
 
-def standardize(z: Array, mean: Array, var: Array, gamma: Array, beta: Array, eps: float):
+def normalize_by(z: Array, mean: Array, var: Array, gamma: Array, beta: Array, eps: float):
     """``gamma * (z - mean) / sqrt(var + eps) + beta`` for given statistics: ``(y, cache)``,
     the cache ``(xhat, inv_std)`` being what the backward needs."""
     inv_std = jax.lax.rsqrt(var + jnp.asarray(eps, z.dtype))
@@ -57,8 +57,8 @@ def standardize(z: Array, mean: Array, var: Array, gamma: Array, beta: Array, ep
     return gamma * xhat + beta, (xhat, inv_std)
 
 
-def standardize_backward(dy: Array, cache, gamma: Array):
-    """Backward of :func:`standardize` with the statistics held fixed (batch norm in
+def normalize_by_backward(dy: Array, cache, gamma: Array):
+    """Backward of :func:`normalize_by` with the statistics held fixed (batch norm in
     evaluation mode, by its running statistics): an affine map per feature, so
     ``dz = dy * gamma * inv_std``. Returns ``(dz, dgamma, dbeta)``."""
     xhat, inv_std = cache
@@ -66,8 +66,8 @@ def standardize_backward(dy: Array, cache, gamma: Array):
 
 
 def normalize(z: Array, gamma: Array, beta: Array, eps: float, axis: int):
-    """:func:`standardize` by ``z``'s own statistics over ``axis``: ``(y, cache)``."""
-    return standardize(z, *moments(z, axis), gamma, beta, eps)
+    """:func:`normalize_by` ``z``'s own statistics over ``axis``: ``(y, cache)``."""
+    return normalize_by(z, *mean_var(z, axis), gamma, beta, eps)
 
 
 def normalize_backward(dy: Array, cache, gamma: Array, axis: int):

@@ -134,13 +134,13 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
         z = layers.affine(h, p["W"], p.get("b"))  # (N, H) or (N, k, H) for maxout
         entry = {"x": h}
         if batch_stats:  # batch norm in training: each feature over the batch
-            mean, var = layers.moments(z, axis=0)
-            z, entry["norm"] = layers.standardize(z, mean, var, p["gamma"], p["beta"],
+            mean, var = layers.mean_var(z, axis=0)
+            z, entry["norm"] = layers.normalize_by(z, mean, var, p["gamma"], p["beta"],
                                                   spec.norm_eps)
             entry["moments"] = (mean[0], var[0])
         elif spec.batchnorm:  # in evaluation: by the running statistics
             s = stats[layer]
-            z, entry["norm"] = layers.standardize(z, s["mean"].astype(dtype),
+            z, entry["norm"] = layers.normalize_by(z, s["mean"].astype(dtype),
                                                   s["var"].astype(dtype), p["gamma"],
                                                   p["beta"], spec.norm_eps)
         elif spec.norm is not None:  # layer norm: over each example's features

@@ -67,7 +67,7 @@ def _zeros(params):
     return jax.tree.map(jnp.zeros_like, params)
 
 
-def _moments(params):
+def _zero_squares(params):
     """Zeros for squared-gradient averages, in float32 at least: in float16, Adam's
     eps = 1e-8 and the squares of small gradients underflow to 0 (NaN at update 2)."""
     return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
@@ -196,7 +196,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay_rate=0.99, eps=1e-8) -> Gradi
     _check("rmsprop's decay_rate", decay_rate, 0.0, 1.0, low_open=False)
     _check("rmsprop's eps", eps, 0.0)
     def init(params):
-        return RmsPropState(jnp.zeros([], jnp.int32), _moments(params))
+        return RmsPropState(jnp.zeros([], jnp.int32), _zero_squares(params))
 
     def update(grads, state, params=None):
         lr = _at(learning_rate, state.count, state.cache)
@@ -228,7 +228,7 @@ def adam(learning_rate: ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8,
     _check("adam's eps", eps, 0.0)
     _check("adam's weight_decay", weight_decay, 0.0, low_open=False)
     def init(params):
-        return AdamState(jnp.zeros([], jnp.int32), _moments(params), _moments(params))
+        return AdamState(jnp.zeros([], jnp.int32), _zero_squares(params), _zero_squares(params))
 
     def update(grads, state, params=None):
         lr = _at(learning_rate, state.count, state.nu)

@@ -56,7 +56,7 @@ def _draw_validation(X, y, n_val: int, seed: int, *, in_place: bool):
     return (X_val, y_val), (X[:len(keep)], y[keep])
 
 
-def moments(X: np.ndarray):
+def feature_mean_std(X: np.ndarray):
     """Per-feature mean and std in float64, a block of rows at a time (no copy of X)."""
     total = np.zeros(X.shape[1])
     for rows in row_blocks(len(X)):
@@ -140,7 +140,7 @@ def from_arrays(X, y, X_val=None, y_val=None, X_test=None, y_test=None, *,
     if preprocess == "standardize":
         X, y = splits["train"]
         X = np.array(X, np.float32, copy=not owned["train"] or None)
-        mean, std = moments(X)
+        mean, std = feature_mean_std(X)
         prep = prep._replace(mean=mean.astype(np.float32),
                              std=np.where(std > 0, std, 1.0).astype(np.float32))
         splits["train"], owned["train"] = (X, y), True
