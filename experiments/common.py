@@ -67,6 +67,11 @@ def write_readme_block(name: str, text: str) -> str:
     return path
 
 
+def f3(v) -> str:
+    """A number to 3 decimals, or a dash for a number not measured (None)."""
+    return "—" if v is None else f"{v:.3f}"
+
+
 def param_count(sizes) -> int:
     """Weights and biases of a plain net of these sizes."""
     return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))

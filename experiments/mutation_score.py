@@ -15,9 +15,7 @@ import glob
 import json
 import os
 
-from experiments.report import ROOT, rewrite
-
-START, END = "<!-- mutation:start -->", "<!-- mutation:end -->"
+from experiments.common import ROOT, write_readme_block
 
 _ONE_COLUMN = "indexes column 1 of a one-column array, which jax clamps to column 0"
 _GUARD = ("the guard only keeps exp from overflowing where `jnp.where` discards the value")
@@ -156,11 +154,11 @@ def markdown(table) -> str:
 def section(codes) -> str:
     found = {n.removeprefix("mlp_jax.") for n, c in codes.items() if c == 0}
     listed = [f"- `{name}`: {why}" for name, why in EQUIVALENT.items() if name in found]
-    lines = [START, "", markdown(score(codes)), "",
+    lines = [markdown(score(codes)), "",
              "Score: killed / (killed + survived); the equivalent survivors are left out.", "",
              f"<details><summary>The {len(listed)} equivalent survivors, each with why no "
              "input tells it apart</summary>", "", *listed, "", "</details>"]
-    return "\n".join([*lines, "", END])
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -171,9 +169,5 @@ if __name__ == "__main__":
     print(markdown(score(codes)))
     for name in missing:
         print(f"survived, not known equivalent: {name} (`mutmut show {name}`)")
-    path = os.path.join(ROOT, "README.md")
-    with open(path) as f:
-        text = f.read()
-    with open(path, "w") as f:
-        f.write(rewrite(text, START, END, section(codes)))
+    path = write_readme_block("mutation", section(codes))
     print(f"rewrote the mutation score in {path}")

@@ -186,6 +186,23 @@ def test_performance_tables_follow_the_benchmark(tmp_path):
     (results / "benchmark.json").write_text(json.dumps(b))
     assert "| 4.0× | ≥ 4.5× ✗ |" in report.performance(str(results))
 
+def test_the_readme_blocks_are_what_the_report_writes(monkeypatch):
+    """Each README block the report owns reads exactly as the experiments render it from
+    the committed JSON: no figure edited by hand, none left stale by a renderer's change.
+    (The library versions the section names are the README's own: a fresh install may
+    resolve newer ones.)"""
+    import re
+
+    from experiments import report
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    named = re.search(r"\(these numbers: (.*?), CPU\)", readme).group(1)
+    monkeypatch.setattr(report, "versions", lambda: named)
+    for name, render in report.BLOCKS.items():
+        block = readme.split(f"<!-- {name}:start -->", 1)[1].split(f"<!-- {name}:end -->")[0]
+        assert block.strip("\n") == render().strip("\n"), name
+
+
 def test_mutation_score_counts_and_lists_what_survived():
     """The README's mutation table: killed, survived, not run, and the listed equivalent
     survivors counted apart (they are left out of the score)."""
