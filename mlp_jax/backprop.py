@@ -20,7 +20,15 @@ import jax
 import jax.numpy as jnp
 
 from . import activations, layers
-from .network import Params, forward_with_cache, l2_penalty, prepare_labels, resolve_reg, with_stats
+from .network import (
+    Params,
+    forward_with_cache,
+    l2_penalty,
+    prepare_labels,
+    public,
+    resolve_hyper,
+    stats_after,
+)
 from .spec import Hyper, MLPSpec
 
 Array = jax.Array
@@ -37,12 +45,21 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
       dtypes of ``params``. Batch norm in training mode with ``stats`` given:
       ``(loss, grads, stats)``, the running statistics updated (``mlp_jax.network``).
     """
+    value, grads, new_stats = backprop_and_stats(params, x, y, spec, resolve_hyper(spec, hyper),
+                                                 key, train, stats)
+    return public((value, grads), new_stats, stats, train)
+
+
+def backprop_and_stats(params: Params, x: Array, y: Array, spec: MLPSpec, hyper: Hyper,
+                       key: Array | None, train: bool, stats: tuple | None):
+    """:func:`backprop` for internal callers: ``hyper`` given, and always ``(loss, grads,
+    stats)``, the running statistics updated in training mode."""
     scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
                                        stats=stats)
     N = scores.shape[0]
     y = prepare_labels(y, spec, N, scores.dtype)
     loss_fn = spec.loss_fn
-    reg = resolve_reg(hyper, spec, scores.dtype)
+    reg = jnp.asarray(hyper.reg, scores.dtype)
     value = jnp.mean(loss_fn.value(scores, y)) + l2_penalty(params, reg)
 
     act = spec.elementwise_activation
@@ -72,7 +89,7 @@ def backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper 
                                                 axis=0 if spec.batchnorm else 1)
             dz, grads[layer - 1]["gamma"], grads[layer - 1]["beta"] = out
     grads = tuple({k: g[k] for k in p} for g, p in zip(grads, params))  # params' key order
-    return with_stats((value, grads), stats, cache, spec, train)
+    return value, grads, stats_after(stats, cache, spec, train)
 
 
 def per_example_backprop(params: Params, x: Array, y: Array, spec: MLPSpec, *,

@@ -42,9 +42,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import programs
-from .backprop import backprop
+from .backprop import backprop_and_stats
 from .batches import minibatches
-from .network import init_params, init_stats, loss
+from .network import init_params, init_stats, loss_and_stats, resolve_hyper
 from .optim import GradientTransformation, apply_updates
 from .spec import Hyper, MLPSpec
 
@@ -87,18 +87,18 @@ def hyper_arrays(spec: MLPSpec, params, hyper: Hyper | None = None) -> Hyper:
     """``hyper`` (``spec.hyper()`` when None) as arrays in the params' dtype, float32 at
     least: float64 training is float64 throughout, half precision keeps float32 rates."""
     dtype = jnp.promote_types(jax.tree.leaves(params)[0].dtype, jnp.float32)
-    return jax.tree.map(lambda v: jnp.asarray(v, dtype), spec.hyper() if hyper is None else hyper)
+    return jax.tree.map(lambda v: jnp.asarray(v, dtype), resolve_hyper(spec, hyper))
 
 
-def loss_grads_stats(spec: MLPSpec, grad: str, params, x, y, *, hyper=None, key=None,
-                    stats=()):
+def loss_grads_stats(spec: MLPSpec, grad: str, params, x, y, *, hyper: Hyper, key=None,
+                     stats=()):
     """In training mode: the loss, its gradients (from the hand backprop or from
     ``jax.grad``) and the running statistics updated (``()`` without batch norm)."""
-    kw = dict(hyper=hyper, key=key, train=True, stats=stats)
+    args = (x, y, spec, hyper, key, True, stats)
     if grad == "backprop":
-        return backprop(params, x, y, spec, **kw)
+        return backprop_and_stats(params, *args)
     if grad == "autodiff":
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, x, y, spec, **kw)
+        (value, stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(params, *args)
         return value, grads, stats
     raise ValueError(f"grad must be one of {GRAD_SOURCES}; got {grad!r}")
 
@@ -145,9 +145,9 @@ def gradients(spec: MLPSpec, grad: str, mesh=None, form: str = "shard_map"):
 def update(spec: MLPSpec, optimizer: GradientTransformation, grads, state: TrainState, x, y,
            hyper: Hyper | None = None) -> tuple[TrainState, jax.Array]:
     """One update on the minibatch ``x (B, D)``, ``y`` with ``grads``, a function built by
-    :func:`gradients`. Pure and un-jitted."""
+    :func:`gradients`. Pure and un-jitted; ``hyper=None`` is the spec's values."""
     key, sub = jax.random.split(state.key) if spec.stochastic else (state.key, None)
-    value, g, stats = grads(state.params, state.stats, x, y, hyper, sub)
+    value, g, stats = grads(state.params, state.stats, x, y, resolve_hyper(spec, hyper), sub)
     updates, opt_state = optimizer.update(g, state.opt_state, state.params)
     return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, key,
                       stats), value
@@ -189,6 +189,7 @@ def run_epochs(spec: MLPSpec, optimizer: GradientTransformation, grads, batch_si
     N = X.shape[0]
     bs, full, rest = minibatches(N, batch_size)
     step = partial(update, spec, optimizer, grads)
+    hyper = resolve_hyper(spec, hyper)
 
     def epoch(state, _):
         if bs == N:  # full batch: order cannot matter, so no shuffle (it would cost a sort)

@@ -7,12 +7,21 @@ affine and gives the scores.
 
 Batch norm (``MLPSpec(norm="batchnorm")``) keeps its running statistics out of the
 params, in a pytree of their own: ``stats``, one ``{"mean": (out,), "var": (out,)}``
-per hidden layer (``init_stats``). The contract, for every function here and in
-``backprop``: in evaluation mode (``train=False``) a batch-norm network needs
-``stats=`` and normalizes by them; in training mode it normalizes by the batch's own
-statistics, and given ``stats=`` it also returns them updated, as one more, last
-output (``(scores, stats)``, ``(loss, stats)``, ``(loss, grads, stats)``). Other
-networks have no statistics: ``stats`` is ``()`` for them and changes nothing.
+per hidden layer (``init_stats``). In evaluation mode (``train=False``) a batch-norm
+network needs ``stats=`` and normalizes by them; in training mode it normalizes by the
+batch's own statistics. Other networks have no statistics: ``stats`` is ``()`` for them
+and changes nothing.
+
+Two forms of the same functions:
+
+* the public ones (``forward``, ``loss``, ``backprop.backprop``) keep their documented,
+  simple results, and add the updated statistics as one more, last output only where
+  they were asked for (training mode with ``stats=``: ``(scores, stats)``, ``(loss,
+  stats)``, ``(loss, grads, stats)``); ``hyper=None`` means the spec's values, resolved
+  there (``resolve_hyper``) and nowhere below;
+* the internal ones (``loss_and_stats``, ``backprop.backprop_and_stats``), which training
+  builds on, take a ``Hyper`` and always return the statistics: their results never
+  change shape.
 """
 
 from __future__ import annotations
@@ -119,7 +128,7 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
     dtype = params[0]["W"].dtype
     h = jnp.asarray(x, dtype)  # (N, D)
 
-    hyper = spec.hyper() if hyper is None else hyper
+    hyper = resolve_hyper(spec, hyper)
     stochastic = train and spec.stochastic  # static: whether the spec has dropout or noise
     if stochastic:
         _check_key(key, f"training mode with dropout={spec.dropout}, "
@@ -161,13 +170,26 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
     return scores, cache
 
 
-def with_stats(out, stats: tuple | None, cache, spec: MLPSpec, train: bool):
-    """``out``, followed by the updated running statistics where they were asked for
-    (training mode, ``stats`` given): the module's contract."""
+def resolve_hyper(spec: MLPSpec, hyper: Hyper | None) -> Hyper:
+    """``hyper``, or the spec's own values when None: the public functions' one rule (the
+    internal ones take a ``Hyper``)."""
+    return spec.hyper() if hyper is None else hyper
+
+
+def stats_after(stats: tuple | None, cache, spec: MLPSpec, train: bool):
+    """The running statistics after a pass: updated in training mode (where given), as
+    they were otherwise."""
+    return updated_stats(stats, cache, spec) if train and stats is not None else stats
+
+
+def public(out, new_stats, stats: tuple | None, train: bool):
+    """A public function's documented form: ``out`` alone, or followed by the updated
+    running statistics where they were asked for (training mode with ``stats`` given).
+    The internal functions (:func:`loss_and_stats`, ``backprop.backprop_and_stats``)
+    always return the statistics."""
     if not train or stats is None:
         return out
-    new = updated_stats(stats, cache, spec)
-    return (*out, new) if isinstance(out, tuple) else (out, new)
+    return (*out, new_stats) if isinstance(out, tuple) else (out, new_stats)
 
 
 def forward(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
@@ -182,7 +204,7 @@ def forward(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper | None = No
     """
     scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
                                        stats=stats)
-    return with_stats(scores, stats, cache, spec, train)
+    return public(scores, stats_after(stats, cache, spec, train), stats, train)
 
 
 def prepare_labels(y: Array, spec: MLPSpec, n: int, dtype) -> Array:
@@ -197,11 +219,6 @@ def l2_penalty(params: Params, reg) -> Array:
     return reg * sum(jnp.sum(p["W"] ** 2) for p in params)
 
 
-def resolve_reg(hyper: Hyper | None, spec: MLPSpec, dtype):
-    """The L2 strength of ``hyper`` (``spec.reg`` when None), in the dtype of the loss."""
-    return jnp.asarray(spec.reg if hyper is None else hyper.reg, dtype)
-
-
 def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | None = None,
          key: Array | None = None, train: bool = False, stats: tuple | None = None):
     """``1/N sum_i L_i + reg * sum W**2``: the scalar that training minimizes.
@@ -214,9 +231,19 @@ def loss(params: Params, x: Array, y: Array, spec: MLPSpec, *, hyper: Hyper | No
       key, train, stats: as in :func:`forward`; in training mode with ``stats``,
         ``(loss, stats)`` (for ``jax.value_and_grad(loss, has_aux=True)``).
     """
+    value, new_stats = loss_and_stats(params, x, y, spec, resolve_hyper(spec, hyper), key,
+                                      train, stats)
+    return public(value, new_stats, stats, train)
+
+
+def loss_and_stats(params: Params, x: Array, y: Array, spec: MLPSpec, hyper: Hyper,
+                   key: Array | None, train: bool, stats: tuple | None):
+    """:func:`loss` for internal callers: ``hyper`` given, and always ``(loss, stats)``,
+    the running statistics updated in training mode (``()`` in, ``()`` out without batch
+    norm)."""
     scores, cache = forward_with_cache(params, x, spec, hyper=hyper, key=key, train=train,
                                        stats=stats)
     y = prepare_labels(y, spec, scores.shape[0], scores.dtype)
     data_loss = jnp.mean(spec.loss_fn.value(scores, y))
-    value = data_loss + l2_penalty(params, resolve_reg(hyper, spec, scores.dtype))
-    return with_stats(value, stats, cache, spec, train)
+    value = data_loss + l2_penalty(params, jnp.asarray(hyper.reg, scores.dtype))
+    return value, stats_after(stats, cache, spec, train)

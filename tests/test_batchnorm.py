@@ -14,6 +14,7 @@ from conftest import labels_for
 
 import mlp_jax as mj
 from mlp_jax import checkpoint, cli, data, diagnostics, network, optim, sweep, train
+from mlp_jax.backprop import backprop_and_stats
 
 EPS = 1e-5
 
@@ -212,6 +213,38 @@ def test_the_statistics_contract():
         mj.MLPSpec((2, 8, 3), norm="batchnorm", norm_momentum=1.0)
     with pytest.raises(ValueError, match="with maxout is not supported"):
         mj.MLPSpec((2, 8, 3), norm="batchnorm", activation="maxout")
+
+
+@pytest.mark.parametrize("norm", [None, "batchnorm"])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_internal_functions_always_return_the_statistics(norm, training):
+    """loss_and_stats and backprop_and_stats: (loss, stats) and (loss, grads, stats) in
+    every mode, for every net; their values are the public functions', and their
+    statistics are the public ones' where those return them (else as given)."""
+    spec = mj.MLPSpec((3, 8, 3), norm=norm, dropout=0.2)
+    params = mj.init_params(jax.random.key(0), spec)
+    x, y = np.random.default_rng(1).normal(size=(6, 3)), np.array([0, 1, 2, 0, 1, 2])
+    stats, key = mj.init_stats(spec), jax.random.key(3)
+    hyper = spec.hyper()._replace(reg=0.3)  # not the spec's: the given hyper is the one used
+    kw = dict(hyper=hyper, key=key, train=training, stats=stats)
+    value, new = network.loss_and_stats(params, x, y, spec, hyper, key, training, stats)
+    hand_value, grads, hand_new = backprop_and_stats(params, x, y, spec, hyper, key, training,
+                                                     stats)
+    public_loss, public_backprop = mj.loss(params, x, y, spec, **kw), mj.backprop(params, x, y,
+                                                                                   spec, **kw)
+    if training:  # stats given: the public forms carry them too
+        (public_value, public_new), (_, public_grads, _) = public_loss, public_backprop
+        chex.assert_trees_all_close(new, public_new)
+        chex.assert_trees_all_close(hand_new, public_new)
+        if norm:  # updated: the batch moved them
+            assert not np.allclose(new[0]["mean"], stats[0]["mean"])
+    else:
+        public_value, (_, public_grads) = public_loss, public_backprop
+        assert new is stats and hand_new is stats
+    assert float(value) == float(public_value) and float(hand_value) == float(public_value)
+    chex.assert_trees_all_close(grads, public_grads)
+    assert float(value) != float(mj.loss(params, x, y, spec, key=key, train=training,
+                                         stats=stats if not training else None))
 
 
 def test_fit_checkpoint_and_sweep_carry_the_statistics(tmp_path):

@@ -136,7 +136,7 @@ def test_two_devices_take_grad_and_eval_every(tmp_path):
     child = ("import sys, mlp_jax.epochs as t\n"
              "def boom(*a, **k):\n"
              "    raise AssertionError('backprop called')\n"
-             "t.backprop = boom\n"
+             "t.backprop_and_stats = boom\n"
              "from mlp_jax.cli import main\n"
              "sys.exit(main(sys.argv[1:]))\n")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
