@@ -45,7 +45,7 @@ from .jacobian import (
     rule,
     rule_free,
 )
-from .passrule import Comparison, table
+from .passrule import Comparison, Judged, table
 
 RTOL_EPS = 4.0  # the relative term, in units of the checked dtype's eps
 NOISE = 4.0  # times the measured rounding of a correct derivative at the checked dtype
@@ -57,21 +57,14 @@ FD_SAMPLE = 64
 FD_CHUNK = 64  # probes per compiled chunk of the stencil (fewer where memory says so)
 
 
-@dataclass(frozen=True)
-class Block:
+@dataclass(frozen=True, kw_only=True)
+class Block(Judged):
     """One output leaf (or the random projections) against one input leaf."""
 
     output: str
     input: str
     shape: tuple[int, ...]  # (*output leaf shape, *input leaf shape); projections: (K, *input)
-    autodiff: Comparison
-    fd: Comparison
     kinks: int  # finite-difference entries on a kink (judged one-sided)
-    fd_entries: int
-
-    @property
-    def passed(self) -> bool:
-        return self.autodiff.passed and self.fd.passed
 
 
 @dataclass(frozen=True)
@@ -246,10 +239,10 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
                 at = (*np.unravel_index(r, rshape),
                       *np.unravel_index(columns[j] - cs.start, cshape))
                 return dataclasses.replace(c, worst_index=tuple(int(i) for i in at))
-            blocks.append(Block(rname, cname, (*rshape, *cshape),
-                                where(vs_ad, np.arange(cs.start, cs.stop)),
-                                where(Comparison.best(G[rs][:, at], cands), at),
-                                int(kink.sum()), int(in_block.sum())))
+            blocks.append(Block(output=rname, input=cname, shape=(*rshape, *cshape),
+                                autodiff=where(vs_ad, np.arange(cs.start, cs.stop)),
+                                fd=where(Comparison.best(G[rs][:, at], cands), at),
+                                kinks=int(kink.sum()), fd_entries=int(in_block.sum())))
 
     # Along random directions: <G, v> vs finite differences of <u, f(x + t v)>, allowed
     # what the entries it sums were allowed (their relative terms too: a sum may cancel).

@@ -51,7 +51,7 @@ from jax.flatten_util import ravel_pytree
 from . import finitediff
 from .backprop import backprop
 from .network import forward, forward_with_cache, loss, prepare_labels
-from .passrule import Comparison, rel_error, table
+from .passrule import Comparison, Judged, rel_error, table
 from .spec import MLPSpec
 from .validate import validate
 
@@ -99,18 +99,11 @@ FD_FULL_LIMIT = 4096  # parameters; above it, finite differences sample entries 
 FD_SAMPLE_PER_LEAF = 256
 
 
-@dataclass(frozen=True)
-class LeafCheck:
+@dataclass(frozen=True, kw_only=True)
+class LeafCheck(Judged):
     name: str  # "W1", "b2", ...
     shape: tuple[int, ...]
-    autodiff: Comparison
-    fd: Comparison
     kink_entries: int  # entries whose stencil straddles a kink (left out of fd)
-    fd_entries: int  # entries finite-differenced (all, or a sample)
-
-    @property
-    def passed(self) -> bool:
-        return self.autodiff.passed and self.fd.passed
 
 
 @dataclass(frozen=True)
@@ -366,14 +359,14 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         kinks = int(straddle_flat[at:at + pick.size].sum())
         at += pick.size
         leaves.append(LeafCheck(
-            name, hl.shape,
-            Comparison.of(hl, al, rule.tol_autodiff,
-                          {"floor": rule.floor_autodiff * scale,
-                           "noise": rule.ad_noise * round_scale[layer]}),
-            Comparison.of(hl, fd.reshape(hl.shape), rule.tol_fd,
-                          {"noise": noise, "trunc": rule.fd_trunc * err.reshape(hl.shape)},
-                          include.reshape(hl.shape)),
-            kinks, int(pick.size),
+            name=name, shape=hl.shape,
+            autodiff=Comparison.of(hl, al, rule.tol_autodiff,
+                                   {"floor": rule.floor_autodiff * scale,
+                                    "noise": rule.ad_noise * round_scale[layer]}),
+            fd=Comparison.of(hl, fd.reshape(hl.shape), rule.tol_fd,
+                             {"noise": noise, "trunc": rule.fd_trunc * err.reshape(hl.shape)},
+                             include.reshape(hl.shape)),
+            kink_entries=kinks, fd_entries=int(pick.size),
         ))
     summary = (f"sizes={spec.sizes}, activation={spec.activation_name}, loss={spec.loss_fn.name}, "
                + (f"norm={spec.norm}{_stats_mode(spec, train)}, " if spec.norm else "")

@@ -155,32 +155,28 @@ class MomentumState(NamedTuple):
 
 def momentum(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
     """CS231n's momentum: ``v = mu * v - lr * dx; x += v``."""
-    _check("momentum's learning_rate", learning_rate, 0.0, low_open=False)
-    _check("momentum's mu", mu, 0.0, 1.0, low_open=False)
-    def init(params):
-        return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
-
-    def update(grads, state, params=None):
-        lr = _at(learning_rate, state.count, grads)
-        v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
-        return v, MomentumState(state.count + 1, v)
-
-    return GradientTransformation(init, update, learning_rate)
+    return _with_velocity("momentum", learning_rate, mu, lambda v_prev, v: v)
 
 
 def nesterov(learning_rate: ScalarOrSchedule, mu=0.9) -> GradientTransformation:
     """CS231n's Nesterov momentum: ``v_prev = v; v = mu * v - lr * dx;
     x += -mu * v_prev + (1 + mu) * v``."""
-    _check("nesterov's learning_rate", learning_rate, 0.0, low_open=False)
-    _check("nesterov's mu", mu, 0.0, 1.0, low_open=False)
+    return _with_velocity("nesterov", learning_rate, mu,
+                          lambda v_prev, v: -mu * v_prev + (1 + mu) * v)
+
+
+def _with_velocity(name: str, learning_rate: ScalarOrSchedule, mu, step) -> GradientTransformation:
+    """The momentum family: a velocity ``v = mu * v - lr * dx`` per leaf, and the update
+    ``step(v_prev, v)`` made of it."""
+    _check(f"{name}'s learning_rate", learning_rate, 0.0, low_open=False)
+    _check(f"{name}'s mu", mu, 0.0, 1.0, low_open=False)
     def init(params):
         return MomentumState(jnp.zeros([], jnp.int32), _zeros(params))
 
     def update(grads, state, params=None):
         lr = _at(learning_rate, state.count, grads)
         v = jax.tree.map(lambda v, g: mu * v - lr * g, state.velocity, grads)
-        updates = jax.tree.map(lambda vp, vn: -mu * vp + (1 + mu) * vn, state.velocity, v)
-        return updates, MomentumState(state.count + 1, v)
+        return jax.tree.map(step, state.velocity, v), MomentumState(state.count + 1, v)
 
     return GradientTransformation(init, update, learning_rate)
 

@@ -99,6 +99,20 @@ class Comparison:
 
 
 # pragma: no mutate start
+@dataclass(frozen=True, kw_only=True)
+class Judged:
+    """One piece of a derivative (a parameter leaf; an output leaf against an input leaf)
+    judged against both references; the checkers' reports are made of these."""
+
+    autodiff: Comparison
+    fd: Comparison
+    fd_entries: int  # entries finite-differenced (all, or a sample)
+
+    @property
+    def passed(self) -> bool:
+        return self.autodiff.passed and self.fd.passed
+
+
 def table(label: str, autodiff: str, rows) -> list[str]:
     """The report's table: one row per block, ``(label, vs autodiff, vs finite
     differences, kink entries, passed)``; ``autodiff`` names the autodiff reference."""

@@ -135,77 +135,76 @@ def test_from_arrays_and_predict_in_the_api():
     assert none.preprocessing.classes == (0, 1, 2)
 
 
-def _bad(tmp_path, name, write):
-    path = tmp_path / name
-    write(path)
-    return str(path)
+def _file(name, write):
+    """A maker of the path ``name`` under a test's directory, written by ``write(path)``."""
+    def make(tmp_path):
+        path = tmp_path / name
+        write(path)
+        return str(path)
+    return make
 
 
-def _npz(**arrays):
-    return lambda p: np.savez(p, **arrays)
+def _text(name, text):
+    return _file(name, lambda p: p.write_text(text))
+
+
+def _bytes(name, raw):
+    return _file(name, lambda p: p.write_bytes(raw))
+
+
+def _npz(name, **arrays):
+    return _file(name, lambda p: np.savez(p, **arrays))
 
 
 X0, K0 = _problem(40, 4)
 BAD_FILES = [
     ("missing", lambda t: str(t / "nothing.npz"), r"no such file: .*nothing.npz$"),
-    ("empty", lambda t: _bad(t, "e.csv", lambda p: p.write_text("")), r"e.csv is empty$"),
-    ("header only", lambda t: _bad(t, "h.csv", lambda p: p.write_text("a,b,kind\n")),
-     "has a header row and no examples"),
-    ("not a zip", lambda t: _bad(t, "z.npz", lambda p: p.write_bytes(b"garbage" * 10)),
-     r"z.npz is not a readable .npz file"),
-    ("a directory", lambda t: _bad(t, "d.csv", lambda p: p.mkdir()), r"d.csv is not a file$"),
-    ("other suffix", lambda t: _bad(t, "x.txt", lambda p: p.write_text("1")),
-     r"x.txt: expected a .npz or .csv file$"),
-    ("wrong names", lambda t: _bad(t, "w.npz", _npz(x=X0, labels=K0)),
+    ("empty", _text("e.csv", ""), r"e.csv is empty$"),
+    ("header only", _text("h.csv", "a,b,kind\n"), "has a header row and no examples"),
+    ("not a zip", _bytes("z.npz", b"garbage" * 10), r"z.npz is not a readable .npz file"),
+    ("a directory", _file("d.csv", lambda p: p.mkdir()), r"d.csv is not a file$"),
+    ("other suffix", _text("x.txt", "1"), r"x.txt: expected a .npz or .csv file$"),
+    ("wrong names", _npz("w.npz", x=X0, labels=K0),
      r"w.npz holds arrays x, labels; expected X and y \(optionally X_val"),
-    ("lengths", lambda t: _bad(t, "l.npz", _npz(X=X0, y=K0[:-1])),
-     r"X has 40 examples but its labels 39"),
-    ("non-numeric", lambda t: _bad(t, "n.csv", lambda p: p.write_text(
-        "a,b,kind\n1,2,x\n3,oops,y\n")), r"n.csv line 3, column 'b': 'oops' is not a number$"),
-    ("NaN", lambda t: _bad(t, "nan.npz", _npz(X=np.where(np.arange(160).reshape(40, 4) == 29,
-                                                          np.nan, X0), y=K0)),
+    ("lengths", _npz("l.npz", X=X0, y=K0[:-1]), r"X has 40 examples but its labels 39"),
+    ("non-numeric", _text("n.csv", "a,b,kind\n1,2,x\n3,oops,y\n"),
+     r"n.csv line 3, column 'b': 'oops' is not a number$"),
+    ("NaN", _npz("nan.npz", X=np.where(np.arange(160).reshape(40, 4) == 29, np.nan, X0), y=K0),
      r"X row 7, column 1 is nan: features must be finite numbers$"),
-    ("inf in csv", lambda t: _bad(t, "i.csv", lambda p: p.write_text(
-        "a,b,kind\n1,2,x\n3,inf,y\n")),
+    ("inf in csv", _text("i.csv", "a,b,kind\n1,2,x\n3,inf,y\n"),
      r"i.csv line 3, column 'b': inf is not a finite number; features must be finite"),
-    ("an empty cell after a blank line", lambda t: _bad(t, "gap.csv", lambda p: p.write_text(
-        "a,b,kind\n\n1,2,x\n3,,y\n")),
+    ("an empty cell after a blank line", _text("gap.csv", "a,b,kind\n\n1,2,x\n3,,y\n"),
      r"gap.csv line 4, column 'b': '' is not a number \(an empty cell: fill in or drop"),
-    ("Latin-1 text", lambda t: _bad(t, "l1.csv", lambda p: p.write_bytes(
-        "a,b,kind\n1,2,x\n3,4,gr\xf6n\n".encode("latin-1"))),
+    ("Latin-1 text", _bytes("l1.csv", "a,b,kind\n1,2,x\n3,4,gr\xf6n\n".encode("latin-1")),
      r"l1.csv line 3, character 7: byte 0xf6 is not UTF-8 text \(Latin-1 or "
      r"Windows-1252\?\); save the file as UTF-8"),
-    ("decimal commas", lambda t: _bad(t, "dc.csv", lambda p: p.write_text(
-        "a;b;kind\n1,5;2;x\n3;4;y\n")),
+    ("decimal commas", _text("dc.csv", "a;b;kind\n1,5;2;x\n3;4;y\n"),
      r"dc.csv line 2, column 'a': '1,5' is not a number \(a decimal comma\? write numbers "
      r"with a point\)$"),
-    ("one column", lambda t: _bad(t, "one.csv", lambda p: p.write_text("ab|kind\n1|x\n")),
+    ("one column", _text("one.csv", "ab|kind\n1|x\n"),
      r"one.csv has no feature columns besides the labels \(one column, 'ab\|kind': columns "
      r"are separated by commas, semicolons or tabs\)$"),
-    ("one class", lambda t: _bad(t, "o.npz", _npz(X=X0, y=np.zeros(40))),
+    ("one class", _npz("o.npz", X=X0, y=np.zeros(40)),
      r"y has a single class \(0\): a classifier needs at least two$"),
-    ("no label column", lambda t: _bad(t, "c.csv", lambda p: p.write_text("a,b\n1,2\n")),
+    ("no label column", _text("c.csv", "a,b\n1,2\n"),
      None),  # handled below: --label-column names a column the file lacks
-    ("ragged", lambda t: _bad(t, "r.csv", lambda p: p.write_text("a,b,kind\n1,2,x\n3,y\n")),
+    ("ragged", _text("r.csv", "a,b,kind\n1,2,x\n3,y\n"),
      r"r.csv line 3 has 2 fields; the header has 3$"),
-    # ambiguous files (issue: each trained silently on the wrong thing)
-    ("a feature named as the label", lambda t: _bad(t, "dup.csv", lambda p: p.write_text(
-        "kind,b,kind\n1,2,x\n3,4,y\n")),
+    # ambiguous files (each would otherwise train silently on the wrong thing)
+    ("a feature named as the label", _text("dup.csv", "kind,b,kind\n1,2,x\n3,4,y\n"),
      r"dup.csv: columns 1 and 3 are both named 'kind'; column names must be unique$"),
-    ("a regression target", lambda t: _bad(t, "reg.npz", _npz(
-        X=np.zeros((442, 2), np.float32), y=np.arange(442) % 200 + 25)),
+    ("a regression target",
+     _npz("reg.npz", X=np.zeros((442, 2), np.float32), y=np.arange(442) % 200 + 25),
      r"y has 200 distinct labels among 442 examples \(a regression target\?\)"),
-    ("a pandas index column", lambda t: _bad(t, "ix.csv", lambda p: p.write_text(
-        ",a,kind\n0,1.5,x\n1,2.5,y\n")),
+    ("a pandas index column", _text("ix.csv", ",a,kind\n0,1.5,x\n1,2.5,y\n"),
      r"ix.csv: column 1 has no name \(a pandas index\? write the file with index=False"),
-    ("beyond float32", lambda t: _bad(t, "big.csv", lambda p: p.write_text(
-        "a,b,kind\n1,2,x\n3,1e300,y\n")),
+    ("beyond float32", _text("big.csv", "a,b,kind\n1,2,x\n3,1e300,y\n"),
      r"big.csv line 3, column 'b': 1e300 is beyond float32's range \(3.4e\+38\)"),
-    ("beyond float32 in npz", lambda t: _bad(t, "big.npz", _npz(
-        X=np.where(np.arange(160).reshape(40, 4) == 9, 1e300, X0.astype(np.float64)), y=K0)),
+    ("beyond float32 in npz",
+     _npz("big.npz", X=np.where(np.arange(160).reshape(40, 4) == 9, 1e300,
+                                X0.astype(np.float64)), y=K0),
      r"X row 2, column 1 is 1e\+300: beyond float32's range"),
-    ("pickle", lambda t: _bad(t, "p.npz", _npz(X=np.array([{"a": 1}] * 3, dtype=object),
-                                               y=np.arange(3))),
+    ("pickle", _npz("p.npz", X=np.array([{"a": 1}] * 3, dtype=object), y=np.arange(3)),
      r"p.npz: X holds Python objects \(save plain numeric arrays: no object arrays, no "
      r"pickle\)$"),
 ]

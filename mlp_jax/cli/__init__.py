@@ -12,7 +12,8 @@ import sys
 import tempfile
 
 from . import evaluate, gradcheck, sweep, train
-from .common import Parser, UsageError
+from .common import UsageError
+from .options import Parser
 
 DESCRIPTION = ("Train, sweep, evaluate and gradient-check fully connected networks "
                "(hand-derived backprop, jit-compiled training).")

@@ -6,15 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import (
-    Help,
-    UsageError,
-    binary_labels,
-    load_data,
-    load_run,
-    writable,
-    write_text,
-)
+from .common import UsageError, binary_labels, load_data, load_run, writable, write_text
+from .options import Help
 
 
 def _own_file(path: str, ck, labels: str):

@@ -9,7 +9,8 @@ import os
 import sys
 import time
 
-from .common import Help, UsageError, positive, seed, writable, write_text
+from .common import UsageError, writable, write_text
+from .options import Help, positive, seed
 
 
 def _load_function(where: str):

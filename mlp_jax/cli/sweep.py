@@ -10,23 +10,17 @@ import time
 
 from . import plots
 from .common import (
-    MAX_SEED,
     SWEEP_AXES,
     SWEEP_FIXED,
-    Help,
     UsageError,
     make_out,
-    numbers,
     optimizer,
-    positive,
     problem,
-    problem_options,
     refuse_changes,
-    seed,
     usage,
-    values,
     write_text,
 )
+from .options import MAX_SEED, Help, numbers, positive, problem_options, run_options, seed, values
 
 
 def _sweep_configs(args) -> list[dict]:
@@ -255,13 +249,8 @@ def add_parser(sub) -> None:
     w.add_argument("--chunk", type=positive(int),
                    help="configurations per compiled call, i.e. between saves of the results "
                         "(default: one per device with map, all with vmap)")
-    w.add_argument("--out", default=None,
-                   help="output directory (default: runs/sweep-DATASET)")
-    w.add_argument("--resume", action="store_true",
-                   help="finish the sweep in --out: configurations already done are kept")
-    w.add_argument("--overwrite", action="store_true",
-                   help="start the sweep in --out again, replacing its results")
-    w.add_argument("--quiet", action="store_true", help="no progress, no table")
-    w.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keeping "
-                   "nothing (also MLP_JAX_COMPILE_CACHE=0)")
+    run_options(w, out="runs/sweep-DATASET",
+                resume="finish the sweep in --out: configurations already done are kept",
+                overwrite="start the sweep in --out again, replacing its results",
+                quiet="no progress, no table")
     w.set_defaults(func=_sweep)

@@ -8,22 +8,9 @@ import os
 import sys
 import time
 
-from . import plots
-from .common import (
-    RUN_FIXED,
-    Help,
-    UsageError,
-    load_run,
-    make_out,
-    optimizer,
-    positive,
-    problem,
-    problem_options,
-    refuse_changes,
-    seed,
-    usage,
-    write_text,
-)
+from . import common, plots
+from .common import RUN_FIXED, UsageError, load_run
+from .options import Help, positive, problem_options, run_options, seed
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png")  # train's
 
@@ -43,10 +30,10 @@ def _train(args) -> int:
     lead = jax.process_index() == 0  # only process 0 writes files and talks
     args.quiet = args.quiet or not lead
 
-    ds, make_spec, batch_size = problem(args)
+    ds, make_spec, batch_size = common.problem(args)
     spec = make_spec(args.reg, args.dropout, args.input_noise)
     per_epoch = train.steps_per_epoch(len(ds.X_train), batch_size)
-    opt = optimizer(args, args.lr, len(ds.X_train))
+    opt = common.optimizer(args, args.lr, len(ds.X_train))
     ckpt_path = os.path.join(args.out, "checkpoint.npz")
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     config = {k: v for k, v in vars(args).items() if k != "func"}
@@ -72,14 +59,14 @@ def _train(args) -> int:
     saved = False
     if args.resume:  # read once, here (its directory held first); fit restores the state
         if lead:
-            make_out(args.out)
+            common.make_out(args.out)
         try:
             saved = checkpoint.read(ckpt_path)
         except checkpoint.CheckpointError as e:
             raise UsageError(f"cannot resume: {e}") from e
-        refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
-                       RUN_FIXED, f"--init-from {args.out} --out NEW to start a new run "
-                       "from its params")
+        common.refuse_changes(f"the run in {args.out}", saved.meta.get("config", {}), config,
+                              RUN_FIXED, f"--init-from {args.out} --out NEW to start a new "
+                              "run from its params")
     started = False
 
     def start(history):  # fit's checks passed: the run's description and files from here on
@@ -96,14 +83,14 @@ def _train(args) -> int:
         if not lead:
             return
         if not args.resume:
-            make_out(args.out)
+            common.make_out(args.out)
         if args.overwrite:  # the old run goes first, whole (an interrupt waits for it)
             with lifetime.whole_write():
                 for name in RUN_FILES:
                     if os.path.exists(os.path.join(args.out, name)):
                         os.remove(os.path.join(args.out, name))
         # rewritten from the checkpoint on resume
-        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+        common.write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
     def log(state, row):
         with open(metrics_path, "a") as f:
@@ -137,7 +124,7 @@ def _train(args) -> int:
     except (ValueError, TypeError) as e:
         if started:
             raise
-        raise UsageError(usage(e)) from None  # fit's checks: the options or the data
+        raise UsageError(common.usage(e)) from None  # fit's checks: the options or the data
     elapsed = time.perf_counter() - t0
     if not lead:
         return 0
@@ -147,7 +134,7 @@ def _train(args) -> int:
         best = train.evaluate_splits(result.best_params, spec, splits, stats=result.best_stats)
         summary.update({f"best_val_params_{k}": v for k, v in best.items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
-    write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
+    common.write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
     # the result first, --quiet or not; the plot (matplotlib's import alone is ~1 s) after
     final = " ".join(f"{k} {v:.4f}" for k, v in summary.items()
                      if k.endswith("acc") and not k.startswith("best"))
@@ -174,19 +161,15 @@ def add_parser(sub) -> None:
     t.add_argument("--eval-every", type=positive(int), default=10,
                    help="epochs fused into one compiled call between evaluations")
     t.add_argument("--seed", type=seed, default=0, help="0 to 2**63-1")
-    t.add_argument("--out", default=None, help="output directory (default: runs/DATASET)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue --out's run exactly (only the options that do not change "
-                        "its updates may differ)")
-    t.add_argument("--overwrite", action="store_true",
-                   help="start --out's run again, replacing its checkpoint and metrics")
+    run_options(t, out="runs/DATASET",
+                resume="continue --out's run exactly (only the options that do not change "
+                       "its updates may differ)",
+                overwrite="start --out's run again, replacing its checkpoint and metrics",
+                quiet="no progress, no epoch lines")
     t.add_argument("--init-from", metavar="RUN",
                    help="a new run starting from RUN's final params (a run directory or "
                         "checkpoint.npz), with a fresh optimizer state, schedule and history: "
                         "every option may change but the network's shapes")
-    t.add_argument("--quiet", action="store_true", help="no progress, no epoch lines")
-    t.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keeping "
-                   "nothing (also MLP_JAX_COMPILE_CACHE=0)")
     p = t.add_argument_group("data parallel (see README: Scaling out)")
     p.add_argument("--devices", type=positive(int, zero=True), default=1,
                    help="devices to shard each batch over (0: all, across every process)")
