@@ -39,11 +39,11 @@ from . import finitediff
 from .jacobian import (
     DerivativeInputError,
     Problem,
-    autodiff,
     eps_of,
-    first_line,
-    rule,
+    forward_products,
+    references,
     rule_free,
+    rule_products,
 )
 from .passrule import Comparison, Judged, table
 
@@ -194,8 +194,8 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     V = rng.normal(size=(directions, n))
     V = np.asarray(jnp.asarray(V / np.abs(V).max(axis=1, keepdims=True), d), np.float64)
     P, ref_name = rule_free(f, vjp, jvp, reference)
-    G, forward = _rule_products(prob, f, vjp, jvp, U)
-    ad, ref64, noise, noise_src, mode = _references(prob, f, vjp, jvp, P, U, full)
+    G, forward = rule_products(prob, f, vjp, jvp, U)
+    ad, ref64, noise, noise_src, mode = references(prob, f, vjp, jvp, P, U, full)
     if mode:
         ref_name += f" ({mode} mode)"
     fd = _Stencil(prob, f, U)
@@ -253,7 +253,7 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     vest = fd.estimates(jnp.asarray(V), np.full(len(V), h * max(1.0, float(
         np.sqrt(np.mean(xs ** 2))))))
     along = Comparison.best(GV, finitediff.candidates(vest, rtol, spread)[0])
-    JV = _forward_products(prob, forward, P, V)
+    JV = forward_products(prob, forward, P, V)
     consistency = Comparison.none() if JV is None else Comparison.of(
         GV, U @ JV.T, rtol, {k: 2 * v for k, v in spread.items()})
     rule_name = ("vjp=" if vjp is not None else "jvp=" if jvp is not None else
@@ -268,46 +268,6 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     return DerivativeReport(name, jnp.dtype(d).name, rule_name, ref_name,
                             "full Jacobian" if full else f"{K} random projections",
                             tuple(blocks), along, consistency, noise_src, error)
-
-
-def _rule_products(prob, f, vjp, jvp, U):
-    """``U J`` by the rule under test, (K, n) in float64, and the rule's forward mode
-    (None where it has none)."""
-    d = prob.dtype
-    try:
-        reverse, forward = rule(prob, f, vjp, jvp, d)
-        reverse(jnp.asarray(U[0], d))  # errors named by leaf, outside any vmap
-        return np.asarray(jax.vmap(reverse)(jnp.asarray(U, d)), np.float64), forward
-    except DerivativeInputError:
-        raise
-    except Exception as e:  # noqa: BLE001 (the rule itself failed: say so, in one line)
-        raise DerivativeInputError(f"the derivative rule failed on inputs of shapes "
-                                   f"{prob.shapes()}: {first_line(e)}") from None
-
-
-def _references(prob, f, vjp, jvp, P, U, full):
-    """Autodiff of the rule-free ``P`` in float64 (None where there is none), the
-    float64 reference for scales, and the rounding a correct derivative carries at the
-    checked dtype: ``(ad, ref64, noise, noise_from, mode)``. The rounding is the
-    rule-free autodiff at that dtype against float64 (at float64: float32's, scaled by
-    the ratio of epsilons); without a rule-free function, the rule's own."""
-    d, f64 = prob.dtype, jnp.float64
-    low = eps_of(d) > eps_of(f64)
-    lo = d if low else jnp.float32
-    scale = 1.0 if low else eps_of(f64) / eps_of(jnp.float32)
-    ad = ad_lo = mode = None
-    if P is not None:
-        ad, mode = autodiff(prob, P, U, f64, full)
-        ad_lo, _ = autodiff(prob, P, U, lo, full)
-        mode = mode if ad is not None else None
-    if ad is None or ad_lo is None:
-        def at(dtype):
-            back = rule(prob, f, vjp, jvp, dtype)[0]
-            return np.asarray(jax.vmap(back)(jnp.asarray(U, dtype)), np.float64)
-        ref64, ref_lo, src = at(f64), at(lo), "the rule itself"
-    else:
-        ref64, ref_lo, src = ad, ad_lo, "autodiff of the rule-free function"
-    return ad, ref64, np.abs(ref_lo - ref64) * scale, f"{src} at {jnp.dtype(lo).name}", mode
 
 
 class _Stencil:
@@ -353,22 +313,6 @@ class _Stencil:
             out[name] = tuple(np.asarray(a, np.float64).T for a in
                               (value, rounding, finitediff.TRUNC * trunc))
         return out
-
-
-def _forward_products(prob, forward, P, V):
-    """``J v`` for each direction by forward mode, (directions, m) in float64: the rule's
-    own, else the rule-free function's; None where neither has a forward mode."""
-    d = prob.dtype
-    if forward is None and P is not None:
-        g = prob.flat(P, d)
-        xd = jnp.asarray(prob.x, d)
-        forward = lambda t: jax.jvp(g, (xd,), (t,))[1]  # noqa: E731
-    if forward is None:
-        return None
-    try:
-        return np.asarray(jax.vmap(forward)(jnp.asarray(V, d)), np.float64)
-    except TypeError:  # a custom_vjp inside the rule-free function: no forward mode
-        return None
 
 
 def assert_derivative(f, *args, **options) -> DerivativeReport:

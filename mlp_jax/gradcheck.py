@@ -46,11 +46,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from . import finitediff
 from .backprop import backprop
-from .network import forward, forward_with_cache, loss, prepare_labels
+from .finitediff import finite_differences
+from .network import forward, loss
 from .passrule import Comparison, Judged, rel_error, table
 from .spec import MLPSpec
 from .validate import validate
@@ -94,7 +94,6 @@ class Rule:
 
 RULE = Rule()
 
-POINTS = finitediff.points(("centred",))  # the centred stencil: +-h, +-2h, and +-4h for 2h
 FD_FULL_LIMIT = 4096  # parameters; above it, finite differences sample entries by default
 FD_SAMPLE_PER_LEAF = 256
 
@@ -168,66 +167,6 @@ class GradCheckReport:
         )
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
-
-
-def _kink_state(scores, cache, y, spec: MLPSpec) -> jax.Array:
-    """Everything that flips when a point crosses a kink, flattened to int32."""
-    parts = []
-    act = spec.elementwise_activation
-    for entry in cache[:-1]:
-        if act is None:
-            parts.append(entry["idx"].ravel())
-        else:
-            parts.extend((entry["z"] > k).ravel() for k in act.kinks)
-    if spec.loss_fn.kink_state is not None:
-        parts.append(spec.loss_fn.kink_state(scores, y).ravel())
-    if not parts:
-        return jnp.zeros((0,), jnp.int32)
-    return jnp.concatenate([p.astype(jnp.int32) for p in parts])
-
-
-def fd_chunk_size(num_params: int, itemsize: int = 8) -> int:
-    """Entries per finite-difference chunk: their perturbed parameter copies (one per
-    point of the centred stencil) fit ``finitediff.CHUNK_BYTES``."""
-    return finitediff.chunk_size(num_params, len(POINTS), itemsize)
-
-
-def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=None, key=None,
-                       train: bool = False, stats=None, entries=None, chunk: int | None = None):
-    """Centered 4-point finite differences of :func:`mlp_jax.loss`, and kink straddles.
-
-    Call it with float64 params (inside ``jax.enable_x64``). Perturbs each flat
-    parameter entry (or only ``entries``, flat indices) by ``±h, ±2h, ±4h``.
-    Entries go through in chunks of ``chunk`` (default: :func:`fd_chunk_size`),
-    one compiled chunk looped over by ``lax.map``, so memory stays
-    ``O(chunk * num_params)`` however many entries are asked for. Pure: fine
-    under ``jit``.
-
-    ``stats``: batch norm's running statistics, for evaluation mode.
-
-    Returns:
-      ``(grads, errors, straddles)``: arrays over ``entries``. ``errors[i]`` is the
-      stencil's truncation error estimated from the same stencil at ``2h``
-      (Richardson: ``|d(2h) - d(h)| / 15``); ``straddles[i]`` is True when the
-      stencil of entry i (out to ``±4h``) crosses a kink.
-    """
-    flat, unravel = ravel_pytree(params)
-    entries = jnp.arange(flat.size) if entries is None else jnp.asarray(entries)
-    y = prepare_labels(y, spec, np.shape(x)[0], flat.dtype)
-
-    def loss_and_state(theta):
-        p = unravel(theta)
-        kw = dict(hyper=hyper, key=key, train=train, stats=None if train else stats)
-        scores, cache = forward_with_cache(p, x, spec, **kw)
-        value = loss(p, x, y, spec, **kw)
-        return value, _kink_state(scores, cache, y, spec)
-
-    _, center_state = loss_and_state(flat)
-    B = chunk or fd_chunk_size(flat.size, flat.dtype.itemsize)
-    steps = jnp.full(entries.shape, h, flat.dtype)
-    values, states = finitediff.stencil(loss_and_state, flat, entries, steps, POINTS, B)
-    grads, errors = finitediff.estimate(values, steps, "centred", POINTS)
-    return grads, errors, jnp.any(states != center_state, axis=(1, 2))
 
 
 def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):

@@ -4,7 +4,8 @@
 differentiable arguments' leaves raveled; static arguments held fixed) and gets
 ``u^T J`` and ``J v`` three ways: the rule under test (:func:`rule`: what JAX uses, or
 a hand ``vjp=`` / ``jvp=``), autodiff of the rule-free function (:func:`autodiff`),
-and, in :mod:`mlp_jax.finitediff`, finite differences of ``f``. What cannot be checked
+and, in :mod:`mlp_jax.finitediff`, finite differences of ``f``; :func:`rule_products`,
+:func:`references` and :func:`forward_products` gather them for the check. What cannot be checked
 (an untraceable ``f``, integer inputs, a VJP of the wrong structure) is a
 :class:`DerivativeInputError` with one line that says why.
 """
@@ -203,3 +204,59 @@ def autodiff(prob: Problem, P, U, dtype, full: bool):
             return None, "forward"
         J = jax.vmap(lambda t: jax.jvp(g, (x,), (t,))[1])(jnp.eye(x.size, dtype=dtype))
         return np.asarray(U, np.float64) @ np.asarray(J, np.float64).T, "forward"
+
+
+def rule_products(prob, f, vjp, jvp, U):
+    """``U J`` by the rule under test, (K, n) in float64, and the rule's forward mode
+    (None where it has none)."""
+    d = prob.dtype
+    try:
+        reverse, forward = rule(prob, f, vjp, jvp, d)
+        reverse(jnp.asarray(U[0], d))  # errors named by leaf, outside any vmap
+        return np.asarray(jax.vmap(reverse)(jnp.asarray(U, d)), np.float64), forward
+    except DerivativeInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the rule itself failed: say so, in one line)
+        raise DerivativeInputError(f"the derivative rule failed on inputs of shapes "
+                                   f"{prob.shapes()}: {first_line(e)}") from None
+
+
+def references(prob, f, vjp, jvp, P, U, full):
+    """Autodiff of the rule-free ``P`` in float64 (None where there is none), the
+    float64 reference for scales, and the rounding a correct derivative carries at the
+    checked dtype: ``(ad, ref64, noise, noise_from, mode)``. The rounding is the
+    rule-free autodiff at that dtype against float64 (at float64: float32's, scaled by
+    the ratio of epsilons); without a rule-free function, the rule's own."""
+    d, f64 = prob.dtype, jnp.float64
+    low = eps_of(d) > eps_of(f64)
+    lo = d if low else jnp.float32
+    scale = 1.0 if low else eps_of(f64) / eps_of(jnp.float32)
+    ad = ad_lo = mode = None
+    if P is not None:
+        ad, mode = autodiff(prob, P, U, f64, full)
+        ad_lo, _ = autodiff(prob, P, U, lo, full)
+        mode = mode if ad is not None else None
+    if ad is None or ad_lo is None:
+        def at(dtype):
+            back = rule(prob, f, vjp, jvp, dtype)[0]
+            return np.asarray(jax.vmap(back)(jnp.asarray(U, dtype)), np.float64)
+        ref64, ref_lo, src = at(f64), at(lo), "the rule itself"
+    else:
+        ref64, ref_lo, src = ad, ad_lo, "autodiff of the rule-free function"
+    return ad, ref64, np.abs(ref_lo - ref64) * scale, f"{src} at {jnp.dtype(lo).name}", mode
+
+
+def forward_products(prob, forward, P, V):
+    """``J v`` for each direction by forward mode, (directions, m) in float64: the rule's
+    own, else the rule-free function's; None where neither has a forward mode."""
+    d = prob.dtype
+    if forward is None and P is not None:
+        g = prob.flat(P, d)
+        xd = jnp.asarray(prob.x, d)
+        forward = lambda t: jax.jvp(g, (xd,), (t,))[1]  # noqa: E731
+    if forward is None:
+        return None
+    try:
+        return np.asarray(jax.vmap(forward)(jnp.asarray(V, d)), np.float64)
+    except TypeError:  # a custom_vjp inside the rule-free function: no forward mode
+        return None

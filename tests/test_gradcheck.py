@@ -347,7 +347,7 @@ def test_report_applies_the_documented_rule_entry_by_entry():
 def test_fd_default_chunk_follows_the_parameter_count(x64):
     """Without `chunk`, finite_differences compiles the chunk fd_chunk_size gives for its
     parameter count (166 for these 4,204): the same temp memory, far below 256's."""
-    from mlp_jax.gradcheck import fd_chunk_size
+    from mlp_jax.finitediff import fd_chunk_size
     spec = mj.MLPSpec((100, 40, 4), activation="tanh", loss="softmax", dtype="float64")
     params = mj.init_params(jax.random.key(0), spec)
     rng = np.random.default_rng(0)
@@ -417,7 +417,7 @@ def test_fd_picks_sample_by_seed_without_repeats():
 
 def test_chunk_size_respects_memory_budget():
     from mlp_jax.finitediff import CHUNK_BYTES as FD_CHUNK_BYTES
-    from mlp_jax.gradcheck import fd_chunk_size
+    from mlp_jax.finitediff import fd_chunk_size
     for P in (10, 4096, 79_510, 10**7):
         B = fd_chunk_size(P)
         assert 1 <= B <= 256 and (B == 1 or 6 * B * P * 8 <= FD_CHUNK_BYTES)
@@ -428,7 +428,7 @@ def test_fd_chunk_is_the_most_float64_copies_the_budget_holds():
     entries as FD_CHUNK_BYTES holds, between 1 and 256 (float32 copies: about twice as
     many)."""
     from mlp_jax.finitediff import CHUNK_BYTES as FD_CHUNK_BYTES
-    from mlp_jax.gradcheck import fd_chunk_size
+    from mlp_jax.finitediff import fd_chunk_size
     for P in (10, 4096, 79_510, 10**7):
         assert fd_chunk_size(P) == max(1, min(256, FD_CHUNK_BYTES // (6 * 8 * P)))
     assert (fd_chunk_size(79_510), fd_chunk_size(79_510, itemsize=4)) == (8, 17)
