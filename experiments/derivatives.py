@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mlp_jax as mj  # noqa: E402
 from experiments.common import quick_mode, run_python, write_json, write_readme_block  # noqa: E402
 from experiments.derivative_corpus import CORRECT, WRONG  # noqa: E402
-from mlp_jax.gradmatrix import run_cells  # noqa: E402
+from mlp_jax.workers import run_cells  # noqa: E402
 
 QUICK = quick_mode()
 DRAWS_CORRECT = 2 if QUICK else 17
