@@ -5,7 +5,7 @@ one epoch on it through the command line in a child process and reads the child'
 resident memory above its post-import baseline, in copies of the data. In the same run:
 the floor, a child that only reads the file (``np.load``: one copy), and the same
 command on a 2,000-example file, whose peak is what does not grow with the data
-(compiled programs, XLA's runtime). The goal (the issue "Your own data"): at most two
+(compiled programs, XLA's runtime). The goal: at most two
 copies.
 
     python -m experiments.own_data            # about a minute on 2 cores

@@ -25,7 +25,6 @@ from .dataset import Preprocessing
 from .network import init_stats
 from .outputs import replace_whole
 from .spec import MLPSpec
-from .validate import param_shapes
 
 FORMAT = 1
 
@@ -231,7 +230,7 @@ class Saved:
         _check_spec(path, stored, spec)
         dtype = jnp.dtype(stored.dtype)
         template = tuple({k: jnp.zeros(s, dtype) for k, s in layer.items()}
-                         for layer in param_shapes(stored))
+                         for layer in stored.param_shapes())
         prefix = {"best": ("best_params", "best_stats"),
                   "final": ("state.params", "state.stats")}[which]
         params = _unflatten(path, prefix[0], template, self._arrays)

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import files
 from .dataset import Dataset, Preprocessing
-from .owndata import MAX_CLASSES_FLOOR, PREPROCESS, check_features, feature_mean_std, from_arrays
+from .owndata import MAX_CLASSES_FLOOR, PREPROCESS, feature_mean_std, from_arrays
+from .validate import check_features
 
 
 def _need(module: str, extra: str = "data"):

@@ -19,8 +19,8 @@ from .dataset import Preprocessing
 from .evaluation import EVAL_CHUNK
 from .losses import BINARY_PM1, REAL, predicted_labels
 from .network import forward
-from .owndata import check_features
 from .spec import MLPSpec
+from .validate import check_features
 
 
 class Predictions(NamedTuple):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from . import activations, layers
 from .losses import CLASS
 from .spec import Hyper, MLPSpec
-from .validate import check_labels, check_params, check_stats, check_x, param_shapes
+from .validate import check_labels, check_params, check_stats, check_x
 
 Array = jax.Array
 Params = tuple  # tuple[dict[str, Array], ...]
@@ -64,7 +64,7 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
     dtype = jnp.dtype(spec.dtype)
     keys = jax.random.split(key, spec.num_layers)
     params = []
-    for k, shapes in zip(keys, param_shapes(spec)):
+    for k, shapes in zip(keys, spec.param_shapes()):
         fan_out, fan_in = shapes["W"][-2:]
         std = {
             "he": math.sqrt(2.0 / fan_in),

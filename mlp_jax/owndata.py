@@ -9,34 +9,7 @@ import numpy as np
 
 from . import files
 from .dataset import Dataset, Preprocessing, class_labels, row_blocks
-from .validate import first_nonfinite
-
-
-def check_features(X, what: str = "X", columns=None) -> np.ndarray:
-    """``X`` as a 2-D numeric array whose every value is finite, or a ValueError naming
-    the first bad row and column."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(f"{what} must be a 2-D array (examples, features); got shape {X.shape}")
-    if X.dtype.kind not in "fiub":
-        raise ValueError(f"{what} must be numeric; got {X.dtype}")
-    where = first_nonfinite(X) if X.dtype.kind == "f" else None
-    if where is not None:
-        r, c = where
-        name = f" ({columns[c]!r})" if columns is not None else ""
-        raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: features must be "
-                         "finite numbers")
-    if X.dtype.itemsize > 4 or X.dtype.kind in "iu":  # float64, int64: beyond float32?
-        for rows in row_blocks(len(X)):  # a block at a time: no full-size temporary
-            big = np.abs(X[rows]) > files.F32_MAX
-            if big.any():
-                r, c = (int(i) for i in np.argwhere(big)[0])
-                r += rows.start
-                name = f" ({columns[c]!r})" if columns is not None else ""
-                raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: beyond "
-                                 f"float32's range ({files.F32_MAX:.3g}), which the network "
-                                 "computes in; rescale it")
-    return X
+from .validate import check_features
 
 
 def _draw_validation(X, y, n_val: int, seed: int, *, in_place: bool):

@@ -158,6 +158,22 @@ class MLPSpec:
         values = (self.reg, self.dropout, self.input_noise)
         return Hyper(*(values if dtype is None else (jnp.asarray(v, dtype) for v in values)))
 
+    def param_shapes(self) -> tuple[dict[str, tuple[int, ...]], ...]:
+        """The shape of every leaf of ``init_params(key, spec)``: per layer, ``W`` (out,
+        in), ``b`` (out,) and, with a norm, ``gamma`` and ``beta`` (out,); a maxout hidden
+        layer's ``W`` and ``b`` have a leading axis of its ``maxout_k`` pieces."""
+        shapes = []
+        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            hidden = layer < self.num_layers - 1
+            pieces = (self.maxout_k,) if self.is_maxout and hidden else ()
+            leaf = {"W": pieces + (fan_out, fan_in)}
+            if self.bias and not (hidden and self.batchnorm):  # the batch mean cancels b
+                leaf["b"] = pieces + (fan_out,)
+            if self.norm is not None and hidden:
+                leaf["gamma"] = leaf["beta"] = (fan_out,)
+            shapes.append(leaf)
+        return tuple(shapes)
+
     @property
     def num_layers(self) -> int:
         """Number of weight layers (the lectures' "N-layer network")."""

@@ -3,7 +3,9 @@
 Shape, dtype and structure checks read only static information, so they run
 at trace time and cost nothing inside a jitted step. Checks that need values
 (label ranges, NaN) run only on concrete arrays, i.e. outside ``jit``;
-under tracing they are skipped, never turned into device syncs.
+under tracing they are skipped, never turned into device syncs. ``check_features``
+checks a feature matrix of one's own data (numeric, finite, within float32) before it
+becomes a dataset.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import files
+from .dataset import row_blocks
 from .losses import BINARY01, BINARY_PM1, CLASS, REAL
 from .spec import MLPSpec
 
@@ -21,24 +25,9 @@ def is_concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def param_shapes(spec: MLPSpec) -> tuple[dict[str, tuple[int, ...]], ...]:
-    """The shape of every leaf of ``init_params(key, spec)``."""
-    shapes = []
-    for layer, (fan_in, fan_out) in enumerate(zip(spec.sizes[:-1], spec.sizes[1:])):
-        pieces = (spec.maxout_k,) if spec.is_maxout and layer < spec.num_layers - 1 else ()
-        hidden = layer < spec.num_layers - 1
-        leaf = {"W": pieces + (fan_out, fan_in)}
-        if spec.bias and not (hidden and spec.batchnorm):  # the batch mean would cancel b
-            leaf["b"] = pieces + (fan_out,)
-        if spec.norm is not None and hidden:
-            leaf["gamma"] = leaf["beta"] = (fan_out,)
-        shapes.append(leaf)
-    return tuple(shapes)
-
-
 def check_params(params, spec: MLPSpec) -> None:
     """Params must be a sequence of per-layer dicts with the spec's shapes."""
-    expected = param_shapes(spec)
+    expected = spec.param_shapes()
     if not isinstance(params, (tuple, list)) or len(params) != len(expected):
         got = f"{type(params).__name__} of length {len(params)}" \
             if isinstance(params, (tuple, list)) else type(params).__name__
@@ -163,6 +152,33 @@ def check_finite(name: str, tree) -> None:
                     f"{name}{jax.tree_util.keystr(path)} holds a non-finite value "
                     f"({a[where]}) at index {where}: clean the data first"
                 )
+
+
+def check_features(X, what: str = "X", columns=None) -> np.ndarray:
+    """``X`` as a 2-D numeric array whose every value is finite, or a ValueError naming
+    the first bad row and column."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"{what} must be a 2-D array (examples, features); got shape {X.shape}")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{what} must be numeric; got {X.dtype}")
+    where = first_nonfinite(X) if X.dtype.kind == "f" else None
+    if where is not None:
+        r, c = where
+        name = f" ({columns[c]!r})" if columns is not None else ""
+        raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: features must be "
+                         "finite numbers")
+    if X.dtype.itemsize > 4 or X.dtype.kind in "iu":  # float64, int64: beyond float32?
+        for rows in row_blocks(len(X)):  # a block at a time: no full-size temporary
+            big = np.abs(X[rows]) > files.F32_MAX
+            if big.any():
+                r, c = (int(i) for i in np.argwhere(big)[0])
+                r += rows.start
+                name = f" ({columns[c]!r})" if columns is not None else ""
+                raise ValueError(f"{what} row {r}, column {c}{name} is {X[r, c]}: beyond "
+                                 f"float32's range ({files.F32_MAX:.3g}), which the network "
+                                 "computes in; rescale it")
+    return X
 
 
 def check_data(x, y, spec: MLPSpec) -> None:
