@@ -441,3 +441,35 @@ def test_a_second_run_of_the_same_shapes_compiles_nothing(tmp_path):
     assert any("epochs" in name for name in first), first  # the training program is kept
     assert run("b", str(cache)) == first
     assert run("c", "0") == first  # off: nothing read, nothing written
+
+
+@pytest.mark.calibration
+@pytest.mark.slow
+def test_the_compilation_cache_never_serves_another_versions_program(tmp_path):
+    """The persistent cache is keyed by what was compiled and by what compiled it: a run
+    under another jaxlib version, or with the library's code changed (one layer computing
+    otherwise, as an upgrade would), compiles and keeps programs of its own instead of
+    loading the cached ones; each run again loads its own (writes nothing)."""
+    cache = tmp_path / "xla"
+
+    def run(out, patch=""):
+        code = f"{patch}\nimport sys\nfrom mlp_jax.cli import main\nsys.exit(main(sys.argv[1:]))"
+        proc = subprocess.run([sys.executable, "-c", code, "train", "--dataset", "spiral",
+                               "--epochs", "3", "--hidden", "16", "--quiet",
+                               "--out", str(tmp_path / out)], capture_output=True, text=True,
+                              env=dict(os.environ, MLP_JAX_COMPILE_CACHE=str(cache)),
+                              timeout=guard(300))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return set(os.listdir(cache))
+
+    other_jaxlib = "import jax._src.cache_key as k; k.jaxlib_version_str = '0.0.0+another'"
+    changed_code = ("import mlp_jax.layers as layers; affine = layers.affine; "
+                    "layers.affine = lambda x, W, b: 2.0 * affine(x, W, b)")
+    first = run("a")
+    assert run("b") == first  # the same versions and code: loaded
+    upgraded = run("c", other_jaxlib)
+    assert upgraded > first  # its own programs, beside the others
+    assert run("d", other_jaxlib) == upgraded
+    changed = run("e", changed_code)
+    assert changed > upgraded
+    assert run("f", changed_code) == changed
