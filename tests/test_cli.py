@@ -443,6 +443,28 @@ def test_a_second_run_of_the_same_shapes_compiles_nothing(tmp_path):
     assert run("c", "0") == first  # off: nothing read, nothing written
 
 
+def test_profile_says_where_the_seconds_went(tmp_path, monkeypatch, capsys):
+    """train --profile: after the result, on stderr, each phase's seconds (from the
+    process's start), their total, and what compiling took inside them; without it,
+    nothing of the kind."""
+    monkeypatch.setenv("MLP_JAX_COMPILE_CACHE", "0")
+    argv = ["train", "--dataset", "spiral", "--epochs", "2", "--hidden", "8", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "where the time went" not in capsys.readouterr().err
+    argv[argv.index("8")] = "9"  # new shapes: programs this process has not compiled yet
+    assert cli.main([*argv, "--profile", "--out", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("final params:")  # the result first
+    lines = err.splitlines()
+    assert lines[0] == "where the time went (--profile):", err
+    rows = {line[:60].strip(): float(line[60:].rstrip(" s")) for line in lines[1:7]}
+    assert list(rows)[0].startswith("start-up") and list(rows)[-1] == "total", rows
+    assert all(v >= 0 for v in rows.values())
+    assert rows["total"] == pytest.approx(sum(list(rows.values())[:-1]), abs=0.03)
+    programs = int(re.search(r"\((\d+) programs\)", err).group(1))
+    assert programs > 0  # new shapes, the cache off: compiled here
+
+
 @pytest.mark.calibration
 @pytest.mark.slow
 def test_the_compilation_cache_never_serves_another_versions_program(tmp_path):

@@ -17,6 +17,9 @@ RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png")  #
 
 def _train(args) -> int:
     from .. import parallel
+    from .profile import Profile
+
+    profile = Profile(args.profile)
 
     try:  # before any other JAX work
         distributed = parallel.initialize(args.coordinator, args.num_processes, args.process_id,
@@ -110,6 +113,7 @@ def _train(args) -> int:
         for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
             if getattr(ds, k) is not None:
                 ds = ds._replace(**{k: jax.device_put(getattr(ds, k))})
+    profile.mark("mlp_jax's modules and the data: loaded, on the device")
     t0 = time.perf_counter()
     try:
         result = train.fit(spec, ds, opt, epochs=args.epochs, batch_size=batch_size,
@@ -126,6 +130,7 @@ def _train(args) -> int:
             raise
         raise UsageError(common.usage(e)) from None  # fit's checks: the options or the data
     elapsed = time.perf_counter() - t0
+    profile.mark("fit: its checks, compiling, training, evaluating per epoch")
     if not lead:
         return 0
     splits = train.splits_of(ds)
@@ -142,9 +147,12 @@ def _train(args) -> int:
     if ds.X_val is not None:
         best = " ".join(f"{k[16:]} {v:.4f}" for k, v in summary.items() if k.startswith("best"))
         print(f"best-on-validation params: {best}", flush=True)
+    profile.mark("the final params evaluated, summary.json written")
     plot = plots.curves(result.history, os.path.join(args.out, "curves.png"), ds.describe())
     print(f"{elapsed:.1f} s; wrote {ckpt_path}, {metrics_path}"
           + (f", {plot}" if plot else " (pip install 'mlp_jax[plot]' for curves.png)"))
+    profile.mark("curves.png drawn (matplotlib)")
+    profile.report()
     return 0
 
 
@@ -166,6 +174,8 @@ def add_parser(sub) -> None:
                        "its updates may differ)",
                 overwrite="start --out's run again, replacing its checkpoint and metrics",
                 quiet="no progress, no epoch lines")
+    t.add_argument("--profile", action="store_true",
+                   help="after the result, print where the run's seconds went (stderr)")
     t.add_argument("--init-from", metavar="RUN",
                    help="a new run starting from RUN's final params (a run directory or "
                         "checkpoint.npz), with a fresh optimizer state, schedule and history: "
