@@ -20,6 +20,24 @@ def test_standardization_fitted_on_train_only():
     assert len(ds.X_train) + len(ds.X_val) + len(ds.X_test) == 1797
 
 
+def test_digits_are_scikit_learns_without_importing_it():
+    """The digits read from the file scikit-learn ships equal load_digits()'s arrays, and
+    reading them imports no scikit-learn (its import took longer than the rest)."""
+    import subprocess
+
+    from sklearn.datasets import load_digits
+
+    X, y = data.digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(X, reference.data) and np.array_equal(y, reference.target)
+    assert y.dtype == np.int32 and X.shape == (1797, 64)
+    code = ("import sys; from mlp_jax import data; data.digits(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out
+
+
 def test_mnist1d_is_generated_locally_and_leaves_numpy_global_state():
     np.random.seed(123)
     before = np.random.get_state()[1].copy()

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-COMPILE_CACHE_MIN_SECONDS = 0.1  # programs that compile faster are not worth a file
+COMPILE_CACHE_MIN_SECONDS = 0.0  # every program: a small one loads faster than it compiles
 
 
 def compile_cache_dir() -> str | None:
