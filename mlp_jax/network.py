@@ -17,8 +17,9 @@ Two forms of the same functions:
 * the public ones (``forward``, ``loss``, ``backprop.backprop``) keep their documented,
   simple results, and add the updated statistics as one more, last output only where
   they were asked for (training mode with ``stats=``: ``(scores, stats)``, ``(loss,
-  stats)``, ``(loss, grads, stats)``); ``hyper=None`` means the spec's values, resolved
-  there (``resolve_hyper``) and nowhere below;
+  stats)``, ``(loss, grads, stats)``); ``hyper=None`` means the spec's values, resolved by
+  ``resolve_hyper`` where a public entry point (these, ``forward_with_cache``, training's
+  step and epochs) takes it;
 * the internal ones (``loss_and_stats``, ``backprop.backprop_and_stats``), which training
   builds on, take a ``Hyper`` and always return the statistics: their results never
   change shape.
@@ -145,13 +146,13 @@ def forward_with_cache(params: Params, x: Array, spec: MLPSpec, *, hyper: Hyper 
         if batch_stats:  # batch norm in training: each feature over the batch
             mean, var = layers.mean_var(z, axis=0)
             z, entry["norm"] = layers.normalize_by(z, mean, var, p["gamma"], p["beta"],
-                                                  spec.norm_eps)
+                                                   spec.norm_eps)
             entry["moments"] = (mean[0], var[0])
         elif spec.batchnorm:  # in evaluation: by the running statistics
             s = stats[layer]
             z, entry["norm"] = layers.normalize_by(z, s["mean"].astype(dtype),
-                                                  s["var"].astype(dtype), p["gamma"],
-                                                  p["beta"], spec.norm_eps)
+                                                   s["var"].astype(dtype), p["gamma"],
+                                                   p["beta"], spec.norm_eps)
         elif spec.norm is not None:  # layer norm: over each example's features
             z, entry["norm"] = layers.normalize(z, p["gamma"], p["beta"], spec.norm_eps, axis=1)
         entry["z"] = z  # the activation's input
