@@ -261,7 +261,7 @@ def _learning_rate(optimizer, state) -> float | None:
     lr = getattr(optimizer, "learning_rate", None)
     if lr is None:
         return None
-    value = lr(state.step) if callable(lr) else lr
+    value = jax.jit(lr)(state.step) if callable(lr) else lr  # a schedule: one program
     value = float(value)
     return value if math.isfinite(value) else None
 
