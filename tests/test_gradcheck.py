@@ -519,6 +519,65 @@ def test_each_allowance_term_is_named_where_it_decides(term, kwargs):
     assert set(decided) <= {name, "none"} and name in decided, decided
 
 
+def test_an_entry_finite_differences_contradict_is_redone_at_smaller_steps():
+    """_refine: an entry the estimate at h contradicts (an error bar too small) is redone at
+    h/10, h/100, h/1000 and judged by the one of those with the smallest error bar: a
+    right derivative then passes; a wrong one still fails, though one of the smaller steps
+    offers an agreeing estimate (with a wide error bar)."""
+    h, rounding = 1e-3, 1e-15
+    entries, straddles = np.arange(3), np.zeros(3, bool)
+    truth = np.array([1.0, 2.0, -3.0])
+    at_h = np.array([1.0, 2.5, -3.0])  # entry 1: truncation understated at h
+    small_err = np.full(3, 1e-12)
+    asked = []
+
+    def accurate(at, step):  # the truth, with a small error bar, at every smaller step
+        asked.append((tuple(at), step))
+        return truth[at], np.full(len(at), 1e-12), np.zeros(len(at), bool)
+
+    def wide(at, step):  # at h/10: agrees with the wrong 2.5, within a bar of 1; below: 2.0
+        if step == h / gc.REFINE[0]:
+            return np.full(len(at), 2.5), np.full(len(at), 1.0), np.zeros(len(at), bool)
+        return accurate(at, step)
+
+    def judged(hand, fd, err, noise):
+        return Comparison.of(hand, fd, gc.RULE.tol_fd,
+                             {"noise": noise, "trunc": gc.RULE.fd_trunc * err}).passed
+
+    fd, err, noise, n = gc._refine(accurate, truth, entries, at_h.copy(), small_err.copy(),
+                                   straddles, rounding, h, gc.RULE)
+    assert n == 1 and fd[1] == 2.0 and judged(truth, fd, err, noise)
+    assert [step for _, step in asked] == [h / f for f in gc.REFINE]
+    assert all(at == (1,) for at, _ in asked)  # only the contradicted entry
+    wrong = truth + np.array([0.0, 0.5, 0.0])  # 2.5 where the derivative is 2.0
+    at_truth = truth.copy()
+    at_truth[1] = 2.0 + 1e-3  # the estimate at h, a little off, contradicts 2.5 too
+    for refine in (accurate, wide):
+        fd, err, noise, n = gc._refine(refine, wrong, entries, at_truth.copy(),
+                                       small_err.copy(), straddles, rounding, h, gc.RULE)
+        assert n == 1 and not judged(wrong, fd, err, noise), refine.__name__
+    # nothing contradicted: nothing redone, nothing asked
+    asked.clear()
+    assert gc._refine(accurate, truth, entries, truth.copy(), small_err.copy(), straddles,
+                      rounding, h, gc.RULE)[3] == 0 and not asked
+
+
+@pytest.mark.calibration
+def test_batch_norm_on_a_batch_of_3_passes_where_the_step_was_too_coarse():
+    """The --seed 15 random sweep's problem 168, draw 3 (a 6-layer GELU net, batch norm
+    in training mode on a batch of 3): finite differences at h = 1e-3 contradicted the
+    right derivative (share 206); redone at smaller steps, the check passes."""
+    from mlp_jax import gradmatrix as gm
+
+    config = gm.random_configs(2400, seed=15)[168]
+    spec, seed = config.spec(), config.seed + 3
+    with jax.enable_x64(True):
+        params, x, y = gm.kink_problem(spec, seed=seed, n=config.n, on_kinks=False)
+    report = mj.check_grads(params, x, y, spec, key=jax.random.key(seed))
+    assert report.passed and report.refined > 0, str(report)
+    assert "redone at h/10" in str(report)
+
+
 def test_an_entry_allowed_nothing_is_decided_by_none():
     """Every term 0 at the worst entry: any difference fails, and no term is named."""
     c = Comparison.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]), 0.0, {"noise": 0.0,
