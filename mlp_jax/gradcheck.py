@@ -28,7 +28,10 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
   chunk's size set so its perturbed parameter copies fit ``finitediff.CHUNK_BYTES``:
   memory is linear in the parameter count. Above ``FD_FULL_LIMIT`` parameters
   a seeded random sample of entries per leaf is finite-differenced by default;
-  ``jax.grad`` always covers every entry.
+  ``jax.grad`` always covers every entry. An entry the estimate at h contradicts is
+  redone at ``h / REFINE`` and judged by the most accurate of those estimates (the
+  smallest error bar): where the loss curves on a scale below h, the Richardson
+  estimate understates the truncation error (batch norm on a batch of 3).
 * Kinks: every stencil point records which side of every kink each
   pre-activation (and each hinge margin, each maxout winner) lies on. An entry
   whose stencil sees that state change straddles a kink: finite differences
