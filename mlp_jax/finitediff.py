@@ -26,6 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .network import forward_with_cache, loss, prepare_labels
+from .passrule import judge
 from .spec import MLPSpec
 
 STENCIL = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)  # offsets, in units of the step
@@ -189,3 +190,36 @@ def finite_differences(params, x, y, spec: MLPSpec, *, h: float = 1e-3, hyper=No
     values, states = stencil(loss_and_state, flat, entries, steps, POINTS, B)
     grads, errors = estimate(values, steps, "centred", POINTS)
     return grads, errors, jnp.any(states != center_state, axis=(1, 2))
+
+
+REFINE = (10.0, 100.0, 1000.0)  # an entry finite differences contradict is redone at h / these
+
+
+def refine(fd_at, hand, entries, fd, err, straddles, rounding, h, tol, trunc):
+    """Finite differences again, at smaller steps, for the entries they contradict: the
+    hand derivative ``hand`` at flat ``entries`` against the estimates ``fd`` at ``h``
+    (``err`` their Richardson estimates), judged by the relative tolerance ``tol``, the
+    rounding allowance ``rounding / step`` and ``trunc`` times the Richardson estimate;
+    ``fd_at(entries, step)`` computes ``(fd, err, straddles)`` at another step.
+
+    Where the loss curves on a scale below ``h`` (batch norm on a tiny batch: a feature
+    of small batch variance), the Richardson estimate is outside its asymptotic regime
+    and understates the truncation error. Each contradicted entry is redone at
+    ``h / REFINE`` (truncation falls as h^4, rounding grows as 1/h) and judged by the one
+    of those estimates with the smallest error bar (rounding + truncation allowance): the
+    most accurate, whatever it says, so a wrong derivative gains nothing from there
+    being several. Returns ``(fd, err, noise, refined)``: per entry the estimate, its
+    truncation estimate and its rounding allowance, and how many entries were redone."""
+    fd, err, noise = np.array(fd), np.array(err), np.full(fd.shape, rounding / h)
+    used = judge(hand, fd, tol, {"noise": noise, "trunc": trunc * err})[0]
+    redo = np.flatnonzero((used > 1.0) & ~straddles)
+    best = np.full(redo.size, np.inf)  # the smallest error bar among the smaller steps
+    for factor in REFINE if redo.size else ():
+        step = h / factor
+        f2, e2, s2 = (np.asarray(a) for a in fd_at(entries[redo], step))
+        bar = rounding / step + trunc * e2
+        better = (bar < best) & ~s2
+        at = redo[better]
+        fd[at], err[at], noise[at], best[better] = (f2[better], e2[better], rounding / step,
+                                                    bar[better])
+    return fd, err, noise, int(redo.size)

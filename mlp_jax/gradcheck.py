@@ -52,9 +52,9 @@ import numpy as np
 
 from . import finitediff
 from .backprop import backprop
-from .finitediff import finite_differences
+from .finitediff import REFINE, finite_differences, refine
 from .network import forward, loss
-from .passrule import Comparison, Judged, judge, rel_error, table
+from .passrule import Comparison, Judged, rel_error, table
 from .spec import MLPSpec
 from .validate import validate
 
@@ -286,12 +286,13 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         fd_flat, err_flat = np.asarray(fd_flat), np.asarray(err_flat)
         straddle_flat = np.asarray(straddle_flat)
         hand_flat = np.concatenate([a.ravel() for a in hand_leaves])[entries]
-        fd_flat, err_flat, noise_flat, refined = _refine(
+        fd_flat, err_flat, noise_flat, refined = refine(
             lambda at, step: finite_differences(
                 params, x, y, spec, h=step, entries=at, hyper=hyper, key=key, train=train,
                 stats=None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats)),
             hand_flat, entries, fd_flat, err_flat, straddle_flat,
-            rule.fd_noise * np.finfo(np.float64).eps * float(magnitude), h, rule)
+            rule.fd_noise * np.finfo(np.float64).eps * float(magnitude), h, rule.tol_fd,
+            rule.fd_trunc)
 
     names = _leaf_names(params)
     layer_of = [layer for layer, p in enumerate(params) for _ in p]  # as jax.tree.leaves
@@ -328,32 +329,3 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
                f"N={np.shape(x)[0]}")
     return GradCheckReport(summary, tuple(leaves), float(loss_hand), float(loss_ad), rule, h,
                            refined)
-
-
-REFINE = (10.0, 100.0, 1000.0)  # an entry finite differences contradict is redone at h / these
-
-
-def _refine(fd_at, hand, entries, fd, err, straddles, rounding, h, rule):
-    """Finite differences again, at smaller steps, for the entries they contradict.
-
-    Where the loss curves on a scale below ``h`` (batch norm on a tiny batch: a feature
-    of small batch variance), the Richardson estimate is outside its asymptotic regime
-    and understates the truncation error. Each contradicted entry is redone at
-    ``h / REFINE`` (truncation falls as h^4, rounding grows as 1/h) and judged by the one
-    of those estimates with the smallest error bar (rounding + truncation allowance): the
-    most accurate, whatever it says, so a wrong derivative gains nothing from there
-    being several. Returns ``(fd, err, noise, refined)``: per entry the estimate, its
-    truncation estimate and its rounding allowance, and how many entries were redone."""
-    fd, err, noise = np.array(fd), np.array(err), np.full(fd.shape, rounding / h)
-    used = judge(hand, fd, rule.tol_fd, {"noise": noise, "trunc": rule.fd_trunc * err})[0]
-    redo = np.flatnonzero((used > 1.0) & ~straddles)
-    best = np.full(redo.size, np.inf)  # the smallest error bar among the smaller steps
-    for factor in REFINE if redo.size else ():
-        step = h / factor
-        f2, e2, s2 = (np.asarray(a) for a in fd_at(entries[redo], step))
-        bar = rounding / step + rule.fd_trunc * e2
-        better = (bar < best) & ~s2
-        at = redo[better]
-        fd[at], err[at], noise[at], best[better] = (f2[better], e2[better], rounding / step,
-                                                    bar[better])
-    return fd, err, noise, int(redo.size)

@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 import mlp_jax as mj
 from mlp_jax import gradcheck as gc
+from mlp_jax.finitediff import REFINE, refine
 from mlp_jax.gradmatrix import kink_problem, matrix_spec
 from mlp_jax.passrule import Comparison, rel_error
 from tests.procs import alive, children
@@ -520,11 +521,11 @@ def test_each_allowance_term_is_named_where_it_decides(term, kwargs):
 
 
 def test_an_entry_finite_differences_contradict_is_redone_at_smaller_steps():
-    """_refine: an entry the estimate at h contradicts (an error bar too small) is redone at
-    h/10, h/100, h/1000 and judged by the one of those with the smallest error bar: a
-    right derivative then passes; a wrong one still fails, though one of the smaller steps
-    offers an agreeing estimate (with a wide error bar)."""
-    h, rounding = 1e-3, 1e-15
+    """finitediff.refine: an entry the estimate at h contradicts (its error bar too small)
+    is redone at h/10, h/100, h/1000 and judged by the one of those with the smallest
+    error bar: a right derivative then passes; a wrong one still fails, though one of the
+    smaller steps offers an agreeing estimate (with a wide error bar)."""
+    h, rounding, tol, trunc = 1e-3, 1e-15, gc.RULE.tol_fd, gc.RULE.fd_trunc
     entries, straddles = np.arange(3), np.zeros(3, bool)
     truth = np.array([1.0, 2.0, -3.0])
     at_h = np.array([1.0, 2.5, -3.0])  # entry 1: truncation understated at h
@@ -536,30 +537,29 @@ def test_an_entry_finite_differences_contradict_is_redone_at_smaller_steps():
         return truth[at], np.full(len(at), 1e-12), np.zeros(len(at), bool)
 
     def wide(at, step):  # at h/10: agrees with the wrong 2.5, within a bar of 1; below: 2.0
-        if step == h / gc.REFINE[0]:
+        if step == h / REFINE[0]:
             return np.full(len(at), 2.5), np.full(len(at), 1.0), np.zeros(len(at), bool)
         return accurate(at, step)
 
     def judged(hand, fd, err, noise):
-        return Comparison.of(hand, fd, gc.RULE.tol_fd,
-                             {"noise": noise, "trunc": gc.RULE.fd_trunc * err}).passed
+        return Comparison.of(hand, fd, tol, {"noise": noise, "trunc": trunc * err}).passed
 
-    fd, err, noise, n = gc._refine(accurate, truth, entries, at_h.copy(), small_err.copy(),
-                                   straddles, rounding, h, gc.RULE)
+    def refined(fd_at, hand, at_h):
+        return refine(fd_at, hand, entries, at_h.copy(), small_err.copy(), straddles,
+                      rounding, h, tol, trunc)
+
+    fd, err, noise, n = refined(accurate, truth, at_h)
     assert n == 1 and fd[1] == 2.0 and judged(truth, fd, err, noise)
-    assert [step for _, step in asked] == [h / f for f in gc.REFINE]
+    assert [step for _, step in asked] == [h / f for f in REFINE]
     assert all(at == (1,) for at, _ in asked)  # only the contradicted entry
     wrong = truth + np.array([0.0, 0.5, 0.0])  # 2.5 where the derivative is 2.0
-    at_truth = truth.copy()
-    at_truth[1] = 2.0 + 1e-3  # the estimate at h, a little off, contradicts 2.5 too
-    for refine in (accurate, wide):
-        fd, err, noise, n = gc._refine(refine, wrong, entries, at_truth.copy(),
-                                       small_err.copy(), straddles, rounding, h, gc.RULE)
-        assert n == 1 and not judged(wrong, fd, err, noise), refine.__name__
-    # nothing contradicted: nothing redone, nothing asked
-    asked.clear()
-    assert gc._refine(accurate, truth, entries, truth.copy(), small_err.copy(), straddles,
-                      rounding, h, gc.RULE)[3] == 0 and not asked
+    near_truth = truth.copy()
+    near_truth[1] = 2.0 + 1e-3  # the estimate at h, a little off, contradicts 2.5 too
+    for fd_at in (accurate, wide):
+        fd, err, noise, n = refined(fd_at, wrong, near_truth)
+        assert n == 1 and not judged(wrong, fd, err, noise), fd_at.__name__
+    asked.clear()  # nothing contradicted: nothing redone, nothing asked
+    assert refined(accurate, truth, truth)[3] == 0 and not asked
 
 
 @pytest.mark.calibration
