@@ -71,9 +71,12 @@ def test_checkpoint_for_another_network(tmp_path):
         checkpoint.load_params(str(tmp_path / "missing.npz"))
 
 
+EPOCHS = 400  # long enough that a kill lands mid-run however fast the machine trains
+
+
 def _cli_train(out, *extra, quiet=True):
     cmd = [sys.executable, "-m", "mlp_jax.cli", "train", "--dataset", "spiral", "--hidden", "64",
-           "--epochs", "120", "--batch-size", "16", "--eval-every", "1", "--dropout", "0.1",
+           "--epochs", str(EPOCHS), "--batch-size", "16", "--eval-every", "1", "--dropout", "0.1",
            "--out", str(out), *(["--quiet"] if quiet else []), *extra]
     return cmd
 
@@ -117,7 +120,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
         assert len(a.stats) == 1
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 120  # nothing lost, nothing doubled
+    assert len(lines) == EPOCHS  # nothing lost, nothing doubled
 
 
 # --- data --------------------------------------------------------------------

@@ -93,7 +93,9 @@ def main(argv=None) -> int:
     if args.command in ("train", "sweep") and args.out is None:
         name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.dataset
         args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "") + name)
-    message = _interrupt_message(getattr(args, "out", None))
+    # a run's directory (train, sweep) is what --resume continues; predict's --out is a
+    # file written whole or not at all
+    message = _interrupt_message(args.out if args.command in ("train", "sweep") else None)
     if program:
         lifetime.exit_on_interrupt(message)
     if program or worker:
