@@ -272,14 +272,14 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         x = jnp.asarray(x, f64)
         hyper = spec.hyper(f64) if hyper is None else jax.tree.map(partial(jnp.asarray,
                                                                            dtype=f64), hyper)
+        stats = None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats)
         sizes = [int(np.size(a)) for a in jax.tree.leaves(params)]
         starts = np.cumsum([0] + sizes[:-1])
         picks = _fd_picks(sizes, fd_entries, seed)
         entries = np.concatenate([s + p for s, p in zip(starts, picks)])
         run = _all_three_jit if jit else _all_three
         loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding = \
-            run(params, x, y, spec, hyper, key, train,
-                None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats), h, entries)
+            run(params, x, y, spec, hyper, key, train, stats, h, entries)
         hand_leaves = [np.asarray(a) for a in jax.tree.leaves(hand)]
         auto_leaves = [np.asarray(a) for a in jax.tree.leaves(auto)]
         round_leaves = [np.asarray(a) for a in jax.tree.leaves(rounding)]
@@ -289,7 +289,7 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         fd_flat, err_flat, noise_flat, refined = refine(
             lambda at, step: finite_differences(
                 params, x, y, spec, h=step, entries=at, hyper=hyper, key=key, train=train,
-                stats=None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats)),
+                stats=stats),
             hand_flat, entries, fd_flat, err_flat, straddle_flat,
             rule.fd_noise * np.finfo(np.float64).eps * float(magnitude), h, rule.tol_fd,
             rule.fd_trunc)
