@@ -82,6 +82,7 @@ class Rule:
     tol_fd: float = 1e-7  # relative, vs finite differences
     floor_autodiff: float = 1e-14  # units of S, the layer's largest |jax.grad| entry
     ad_noise: float = 10.0  # times the layer's rounding scale (the loss gradient's eps pulled back)
+    ad_backward: float = 10.0  # times the layer's measured backward rounding (jax.grad's own)
     fd_noise: float = 10.0  # units of eps * M / h
     fd_trunc: float = finitediff.TRUNC  # times the stencil's Richardson truncation estimate
 
@@ -90,7 +91,8 @@ class Rule:
         return (f"rule per entry: |hand - ref| <= rtol (|hand| + |ref|) + absolute; vs "
                 f"jax.grad rtol {self.tol_autodiff:g} + floor {self.floor_autodiff:g} S (S = "
                 f"the layer's largest |jax.grad|) + noise {self.ad_noise:g} x the layer's "
-                f"rounding scale; vs finite differences rtol {self.tol_fd:g} + noise "
+                f"rounding scale + backward {self.ad_backward:g} x its measured backward "
+                f"rounding; vs finite differences rtol {self.tol_fd:g} + noise "
                 f"{self.fd_noise:g} eps M/h + trunc {self.fd_trunc:g} x the stencil's "
                 "Richardson error")
 
@@ -180,7 +182,17 @@ def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):
     (``stats`` None in training mode: check_grads passes them for evaluation only)."""
     kw = dict(hyper=hyper, key=key, train=train, stats=stats)
     loss_hand, hand = backprop(params, x, y, spec, **kw)
-    loss_ad, auto = jax.value_and_grad(loss)(params, x, y, spec, **kw)
+    loss_ad, loss_pullback = jax.vjp(lambda p: loss(p, x, y, spec, **kw), params)
+    (auto,) = loss_pullback(jnp.ones_like(loss_ad))
+    # jax.grad's own backward rounding, measured: the same backward pass (same forward
+    # values, same kink sides) run from the cotangents 3 and 1/3 and scaled back differs
+    # from it only by rounding (a gradient 0 by symmetry, as batch norm's sums make
+    # beta's below it, keeps only this rounding, which no pulled-back term sees).
+    backward = jax.tree.map(jnp.zeros_like, auto)
+    for c in (3.0, 1.0 / 3.0):
+        (scaled,) = loss_pullback(jnp.full_like(loss_ad, c))
+        backward = jax.tree.map(lambda b, s, a, c=c: jnp.maximum(b, jnp.abs(s / c - a)),
+                                backward, scaled, auto)
     fd, fd_error, straddles = finite_differences(params, x, y, spec, h=h, entries=entries, **kw)
     # The size of what the loss is computed from: its rounding is about eps times this
     # (a loss near 0 can still subtract scores of size |s|, as logistic does at large s).
@@ -192,7 +204,7 @@ def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):
     # gradient. Pulled back through the network, it gives each layer its rounding scale.
     eps = jnp.finfo(scores.dtype).eps
     (rounding,) = pullback(eps * (1.0 + jnp.abs(scores)) / scores.shape[0])
-    return loss_hand, hand, loss_ad, auto, fd, fd_error, straddles, magnitude, rounding
+    return loss_hand, hand, loss_ad, auto, fd, fd_error, straddles, magnitude, rounding, backward
 
 
 _all_three_jit = jax.jit(_all_three, static_argnames=("spec", "train", "h"))
@@ -278,11 +290,12 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         picks = _fd_picks(sizes, fd_entries, seed)
         entries = np.concatenate([s + p for s, p in zip(starts, picks)])
         run = _all_three_jit if jit else _all_three
-        loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding = \
-            run(params, x, y, spec, hyper, key, train, stats, h, entries)
+        (loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding,
+         backward) = run(params, x, y, spec, hyper, key, train, stats, h, entries)
         hand_leaves = [np.asarray(a) for a in jax.tree.leaves(hand)]
         auto_leaves = [np.asarray(a) for a in jax.tree.leaves(auto)]
         round_leaves = [np.asarray(a) for a in jax.tree.leaves(rounding)]
+        backward_leaves = [np.asarray(a) for a in jax.tree.leaves(backward)]
         fd_flat, err_flat = np.asarray(fd_flat), np.asarray(err_flat)
         straddle_flat = np.asarray(straddle_flat)
         hand_flat = np.concatenate([a.ravel() for a in hand_leaves])[entries]
@@ -296,9 +309,10 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
 
     names = _leaf_names(params)
     layer_of = [layer for layer, p in enumerate(params) for _ in p]  # as jax.tree.leaves
-    layer_scale, round_scale = {}, {}  # per layer (W, b, gamma, beta together): S, rounding
-    for layer, al, rl in zip(layer_of, auto_leaves, round_leaves):
-        for scales, leaf in ((layer_scale, al), (round_scale, rl)):
+    # per layer (W, b, gamma, beta together): S, the rounding scale, the backward rounding
+    layer_scale, round_scale, backward_scale = {}, {}, {}
+    for layer, al, rl, bl in zip(layer_of, auto_leaves, round_leaves, backward_leaves):
+        for scales, leaf in ((layer_scale, al), (round_scale, rl), (backward_scale, bl)):
             m = float(np.max(np.abs(leaf), initial=0.0))
             scales[layer] = max(scales.get(layer, 0.0), m)
     leaves, at = [], 0
@@ -315,7 +329,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
             name=name, shape=hl.shape,
             autodiff=Comparison.of(hl, al, rule.tol_autodiff,
                                    {"floor": rule.floor_autodiff * scale,
-                                    "noise": rule.ad_noise * round_scale[layer]}),
+                                    "noise": rule.ad_noise * round_scale[layer],
+                                    "backward": rule.ad_backward * backward_scale[layer]}),
             fd=Comparison.of(hl, fd.reshape(hl.shape), rule.tol_fd,
                              {"noise": noise.reshape(hl.shape),
                               "trunc": rule.fd_trunc * err.reshape(hl.shape)},

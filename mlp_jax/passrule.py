@@ -117,14 +117,14 @@ def table(label: str, autodiff: str, rows) -> list[str]:
     """The report's table: one row per block, ``(label, vs autodiff, vs finite
     differences, kink entries, passed)``; ``autodiff`` names the autodiff reference."""
     w = max([len(label)] + [len(r[0]) for r in rows]) + 1
-    lines = [f"{'':<{w}}{'vs ' + autodiff:^21}{'vs finite diff':^21}",
-             f"{label:<{w}}{'rel err':>8} {'used':>7} {'by':<5}{'rel err':>8} {'used':>7} "
-             f"{'by':<5}{'kink':>5}  worst entry (rule vs reference)"]
+    lines = [f"{'':<{w}}{'vs ' + autodiff:^24}{'vs finite diff':^24}",
+             f"{label:<{w}}{'rel err':>8} {'used':>7} {'by':<8}{'rel err':>8} {'used':>7} "
+             f"{'by':<8}{'kink':>5}  worst entry (rule vs reference)"]
     for name, ad, fd, kinks, passed in rows:
         worst, tag = (fd, "fd") if fd.used > ad.used else (ad, "ad")
         lines.append(
-            f"{name:<{w}}{ad.rel_error:>8.1e} {ad.used:>7.2g} {ad.decided:<5}"
-            f"{fd.rel_error:>8.1e} {fd.used:>7.2g} {fd.decided:<5}{kinks:>5}  {tag} "
+            f"{name:<{w}}{ad.rel_error:>8.1e} {ad.used:>7.2g} {ad.decided:<8}"
+            f"{fd.rel_error:>8.1e} {fd.used:>7.2g} {fd.decided:<8}{kinks:>5}  {tag} "
             f"{list(worst.worst_index)} {worst.hand:.6g} vs {worst.reference:.6g}"
             f"{'' if passed else '  FAIL'}")
     return lines

@@ -290,7 +290,9 @@ def test_report_applies_the_documented_rule_entry_by_entry():
     """Every leaf's verdict rebuilt here from the module docstring's rule: vs jax.grad,
     floor x S (S the layer's largest |jax.grad| entry, W and b together) + noise x R (R the
     layer's largest entry of the loss gradient's rounding, eps (1 + |s|) / N, pulled back
-    through the network); vs finite differences, noise x eps M / h (M = |L| + mean_i sum_j
+    through the network) + backward x B (B the layer's largest difference between jax.grad
+    and its backward pass run from the cotangents 3 and 1/3, scaled back); vs finite
+    differences, noise x eps M / h (M = |L| + mean_i sum_j
     |s_ij|) + trunc x each entry's Richardson estimate, straddling entries left out. The
     loss's gradient is off by 1e-12 (well inside CS231n's 1e-10: it passes), so every entry
     differs from its references and every 'used' depends on its allowance."""
@@ -310,6 +312,11 @@ def test_report_applies_the_documented_rule_entry_by_entry():
         s = np.asarray(s)
         eps = np.finfo(np.float64).eps
         (rounding,) = pullback(jnp.asarray(eps * (1.0 + np.abs(s)) / len(s)))
+        loss_pullback = jax.vjp(lambda p: mj.loss(p, x, y, spec, **kw), params)[1]
+        # scaled back in jax as check_grads does (XLA divides by a constant as a product
+        # with its reciprocal, which rounds otherwise than numpy's division)
+        back = [jax.tree.map(lambda g, a, c=c: jnp.abs(g / c - a), loss_pullback(
+            jnp.asarray(c))[0], auto) for c in (3.0, 1 / 3)]
         P = ravel_pytree(params)[0].size
         fd, err, straddle = mj.finite_differences(params, x, y, spec, h=h, entries=jnp.arange(P),
                                                   **kw)
@@ -324,11 +331,13 @@ def test_report_applies_the_documented_rule_entry_by_entry():
         layer = int(leaf.name[1:]) - 1
         S = max(np.abs(np.asarray(a)).max() for a in auto[layer].values())
         R = max(np.abs(np.asarray(a)).max() for a in rounding[layer].values())
+        B = max(np.asarray(b[layer][k]).max() for b in back for k in auto[layer])
         k = leaf.name[0]
         hl, al = np.asarray(hand[layer][k]), np.asarray(auto[layer][k])
         want_ad = Comparison.of(hl, al, gc.RULE.tol_autodiff,
                                 {"floor": gc.RULE.floor_autodiff * S,
-                                 "noise": gc.RULE.ad_noise * R})
+                                 "noise": gc.RULE.ad_noise * R,
+                                 "backward": gc.RULE.ad_backward * B})
         want_fd = Comparison.of(hl, fd[i].reshape(hl.shape), gc.RULE.tol_fd,
                                 {"noise": noise,
                                  "trunc": gc.RULE.fd_trunc * err[i].reshape(hl.shape)},
