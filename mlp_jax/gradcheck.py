@@ -12,7 +12,11 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
 
   - vs ``jax.grad``: ``Rule.floor_autodiff * S``, S the largest ``|jax.grad|`` entry
     in the entry's layer (``W`` and ``b`` together: a one-entry bias leaf whose
-    true gradient is exactly 0 has no scale of its own);
+    true gradient is exactly 0 has no scale of its own), plus ``Rule.ad_noise`` times
+    the loss gradient's rounding pulled back to the layer, plus ``Rule.ad_backward``
+    times ``jax.grad``'s own backward rounding, measured: the layer's largest change
+    when the same backward pass (same forward values, same kink sides) starts from
+    the cotangents 3 and 1/3 instead of 1 and is scaled back;
   - vs finite differences, each entry's own error bar: rounding,
     ``Rule.fd_noise * eps * M / h`` with M the size of what the loss is computed
     from (``|L|`` plus the mean of ``sum_j |s_ij|``), and truncation,
@@ -76,6 +80,12 @@ class Rule:
       A derivative off by a factor 1 + 1e-8 still fails (it moves the layer's largest
       entry by 1e-8 S; tests/test_gradcheck_detection.py).
     - finite differences needed at most 0.60 of their absolute allowance.
+    - batch norm on a batch of 3 (`--seed 15`) gave a gradient that is 0 by symmetry
+      (``beta1`` of a net whose next layer normalizes its shift away): hand 2.9e-17,
+      jax.grad -2.4e-16, rounding made inside batch norm's backward, which a signed
+      pull-back of the loss gradient's rounding cannot see (it is 0 there too, by the
+      same symmetry). ``ad_backward`` covers it from a measurement of jax.grad's own
+      backward rounding (share 1.20 -> 0.08 there).
     """
 
     tol_autodiff: float = 1e-10  # relative, vs jax.grad
