@@ -67,6 +67,12 @@ def _again_rows(r: dict) -> list[str]:
                  f"{GOALS['train_warm_vs_sklearn'].cell(warm)} |",
                  f"| … cold (an empty compilation cache) | {sec['cold']:.2f} s | | "
                  f"{cold:.2f}× | {GOALS['train_cold_vs_sklearn'].cell(cold)} |"]
+        if "floor" in sec:  # the limit under both goals, measured in the same run
+            rows.append(
+                f"| … the floor: a fresh Python importing jax (one op) and matplotlib, which "
+                f"every run pays before it computes | {sec['floor']:.2f} s | scikit-learn's "
+                f"job above | its time is {sec['sklearn'] / sec['floor']:.2f}× the floor; "
+                f"warm train {sec['warm'] / sec['floor']:.2f}× | limit |")
     return rows
 
 
