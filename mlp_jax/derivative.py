@@ -201,12 +201,8 @@ def _check(prob, f, vjp, jvp, reference, h, projections, directions, fd_entries,
     fd = _Stencil(prob, f, U)
     xs = np.abs(np.asarray(prob.x, np.float64))
     rows, cols = _blocks(prob, full, K)
-    if fd_entries == "auto":
-        fd_entries = None if n <= FD_ALL else FD_SAMPLE
-    picks = np.concatenate([
-        np.arange(c.start, c.stop) if fd_entries is None or fd_entries >= c.stop - c.start
-        else np.sort(rng.choice(np.arange(c.start, c.stop), int(fd_entries), replace=False))
-        for _, c, _ in cols])
+    picks = np.concatenate([c.start + p for (_, c, _), p in zip(cols, finitediff.pick_entries(
+        [c.stop - c.start for _, c, _ in cols], fd_entries, rng, FD_ALL, FD_SAMPLE))])
     est = fd.estimates(jnp.asarray(picks), h * np.maximum(1.0, xs[picks]))
 
     # the rule's own allowance, entry by entry: the noise and floor of its block

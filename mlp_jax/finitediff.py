@@ -15,10 +15,13 @@ estimated by Richardson (the same estimate at 2h):
 
 Probes go through in chunks, one vmapped function per chunk, so memory is linear in
 the input size: looped by ``lax.map`` (``traced=True``: fine under ``jit``) or by
-Python (eager, each op compiled once per shape and reused by the next call).
+Python (eager, each op compiled once per shape and reused by the next call). Which
+entries to probe, all of them or a seeded sample per leaf, is :func:`pick_entries`'.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +43,25 @@ ESTIMATES = {
 }
 CHUNK_BYTES = 32 * 2**20  # the perturbed input copies of one chunk
 TRUNC = 4.0  # the allowance for truncation: times the Richardson estimate
+
+
+def pick_entries(sizes: list[int], fd_entries, rng: np.random.Generator, limit: int,
+                 sample: int) -> list[np.ndarray]:
+    """Which entries of each leaf to finite-difference, as sorted indices into the leaf.
+
+    ``fd_entries``: None, every entry; a positive int, that many per leaf (a seeded
+    sample drawn by ``rng``; every entry of a smaller leaf); ``"auto"``, every entry
+    where the leaves hold ``limit`` entries or fewer in all, else ``sample`` per leaf.
+    Both checkers pick by this (each with its own ``limit`` and ``sample``)."""
+    if isinstance(fd_entries, str) and fd_entries == "auto":
+        fd_entries = None if sum(sizes) <= limit else sample
+    elif fd_entries is not None and (isinstance(fd_entries, bool)
+                                     or not isinstance(fd_entries, numbers.Integral)
+                                     or fd_entries < 1):
+        raise ValueError(f"fd_entries must be 'auto', None (every entry) or a positive int "
+                         f"(entries per leaf); got {fd_entries!r}")
+    return [np.arange(n) if fd_entries is None or fd_entries >= n
+            else np.sort(rng.choice(n, int(fd_entries), replace=False)) for n in sizes]
 
 
 def points(names=tuple(ESTIMATES)) -> tuple[float, ...]:

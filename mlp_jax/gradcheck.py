@@ -46,7 +46,6 @@ for any ``Activation`` or ``Loss`` a user puts in the spec.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from functools import partial
 
@@ -230,20 +229,6 @@ def _leaf_names(params) -> list[str]:
     return [f"{name}{layer}" for layer, p in enumerate(params, start=1) for name in sorted(p)]
 
 
-def _fd_picks(sizes: list[int], fd_entries, seed: int) -> list[np.ndarray]:
-    """Which entries of each leaf to finite-difference (sorted flat indices)."""
-    if isinstance(fd_entries, str) and fd_entries == "auto":
-        fd_entries = None if sum(sizes) <= FD_FULL_LIMIT else FD_SAMPLE_PER_LEAF
-    elif fd_entries is not None and (isinstance(fd_entries, bool)
-                                     or not isinstance(fd_entries, numbers.Integral)
-                                     or fd_entries < 1):
-        raise ValueError(f"fd_entries must be 'auto', None (every entry) or a positive int "
-                         f"(entries per leaf); got {fd_entries!r}")
-    rng = np.random.default_rng(seed)
-    return [np.arange(n) if fd_entries is None or fd_entries >= n
-            else np.sort(rng.choice(n, int(fd_entries), replace=False)) for n in sizes]
-
-
 def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: bool | None = None,
                 stats=None, h: float = 1e-3, rule: Rule = RULE,
                 fd_entries: int | str | None = "auto", seed: int = 0,
@@ -297,7 +282,8 @@ def check_grads(params, x, y, spec: MLPSpec, *, hyper=None, key=None, train: boo
         stats = None if train else jax.tree.map(lambda a: jnp.asarray(a, f64), stats)
         sizes = [int(np.size(a)) for a in jax.tree.leaves(params)]
         starts = np.cumsum([0] + sizes[:-1])
-        picks = _fd_picks(sizes, fd_entries, seed)
+        picks = finitediff.pick_entries(sizes, fd_entries, np.random.default_rng(seed),
+                                        FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF)
         entries = np.concatenate([s + p for s, p in zip(starts, picks)])
         run = _all_three_jit if jit else _all_three
         (loss_hand, hand, loss_ad, auto, fd_flat, err_flat, straddle_flat, magnitude, rounding,

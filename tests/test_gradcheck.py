@@ -411,7 +411,12 @@ def test_fd_chunks_looped_not_unrolled(x64):
 
 
 def test_fd_picks_sample_by_seed_without_repeats():
-    from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF, _fd_picks
+    from mlp_jax.finitediff import pick_entries
+    from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF
+
+    def _fd_picks(sizes, fd_entries, seed):  # as check_grads picks
+        return pick_entries(sizes, fd_entries, np.random.default_rng(seed), FD_FULL_LIMIT,
+                            FD_SAMPLE_PER_LEAF)
     sizes = [FD_FULL_LIMIT, 300, 7]
     picks = _fd_picks(sizes, "auto", seed=3)  # 4,403 parameters: sampled
     assert [p.size for p in picks] == [FD_SAMPLE_PER_LEAF, FD_SAMPLE_PER_LEAF, 7]
