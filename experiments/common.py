@@ -20,12 +20,13 @@ RESULTS = os.environ.get("MLP_JAX_RESULTS") or COMMITTED
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(args: list[str], **options) -> subprocess.CompletedProcess:
+def run_python(args: list[str], start=subprocess.run, **options):
     """``python ARGS`` in a child process from the repository's root, which ends with
     this process however it ends (a killed experiment leaves nothing running: the
-    child calls ``mlp_jax.lifetime.end_with_starter``)."""
+    child calls ``mlp_jax.lifetime.end_with_starter``). ``start=subprocess.Popen``
+    returns the running child instead of waiting for it."""
     env = dict(options.pop("env", os.environ), MLP_JAX_PARENT=str(os.getpid()))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, **options)
+    return start([sys.executable, *args], cwd=ROOT, env=env, **options)
 
 
 def rss_peak() -> int:
