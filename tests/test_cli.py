@@ -74,6 +74,19 @@ def test_cli_bad_cifar_directory_one_line_exit_2(bad, match, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_command_list_imports_no_jax():
+    """`mlp-jax --help` lists the subcommands without building their options (train's
+    choices come from modules that import jax, about a second): no jax module is loaded.
+    A subcommand's own --help still shows its every option (the next test)."""
+    code = ("import sys\nfrom mlp_jax import cli\ntry:\n    cli.main(['--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jax'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=guard(120)).stdout
+    assert "gradcheck" in out and "predict" in out  # the list, with every subcommand
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_cli_help_shows_every_default():
     parser = cli.build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -20,11 +20,14 @@ DESCRIPTION = ("Train, sweep, evaluate and gradient-check fully connected networ
 SUBCOMMANDS = (gradcheck, train, sweep, evaluate)  # each adds its parsers, in --help's order
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, with its options where ``command`` is None or names it: the others
+    are only listed (with their help line) for ``mlp-jax --help``, which then imports no
+    jax (train's and sweep's choices come from modules that do)."""
     parser = Parser(prog="mlp-jax", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in SUBCOMMANDS:
-        command.add_parser(sub)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub, lambda name: command is None or command == name)
     return parser
 
 
@@ -87,9 +90,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     elif program:
         lifetime.exit_on_interrupt()
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     if args.command in ("train", "sweep") and args.out is None:
         name = os.path.splitext(os.path.basename(args.data))[0] if args.data else args.dataset
         args.out = os.path.join("runs", ("sweep-" if args.command == "sweep" else "") + name)

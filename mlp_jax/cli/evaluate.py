@@ -114,13 +114,26 @@ def _predict(args) -> int:
 
 
 
-def add_parser(sub) -> None:
-    from ..data import DATASETS
-
+def add_parser(sub, full) -> None:
     which = dict(choices=("best", "final"), default="best",
                  help="the run's best-on-validation params or its final ones")
     e = sub.add_parser("eval", help="evaluate a checkpoint's best params on its dataset",
                        formatter_class=Help)
+    if full("eval"):
+        _eval_options(e, which)
+    r = sub.add_parser("predict", help="predict labels for a file of your own with a run "
+                       "trained on your own data", formatter_class=Help,
+                       description="One CSV row per example: the predicted label (in your "
+                       "own label values) and the class probabilities (softmax loss), or "
+                       "the scores (other losses). A label column in the file, if any, is "
+                       "compared with the predictions.")
+    if full("predict"):
+        _predict_options(r, which)
+
+
+def _eval_options(e, which: dict) -> None:
+    from ..data import DATASETS
+
     e.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
     e.add_argument("--params", **which)
     e.add_argument("--dataset", choices=sorted(DATASETS), help="default: the checkpoint's")
@@ -131,12 +144,8 @@ def add_parser(sub) -> None:
                         "run's training file was (a run trained with --data)")
     e.set_defaults(func=_eval)
 
-    r = sub.add_parser("predict", help="predict labels for a file of your own with a run "
-                       "trained on your own data", formatter_class=Help,
-                       description="One CSV row per example: the predicted label (in your "
-                       "own label values) and the class probabilities (softmax loss), or "
-                       "the scores (other losses). A label column in the file, if any, is "
-                       "compared with the predictions.")
+
+def _predict_options(r, which: dict) -> None:
     r.add_argument("--checkpoint", required=True, help="a run directory or checkpoint.npz")
     r.add_argument("--params", **which)
     r.add_argument("--data", required=True, metavar="FILE",

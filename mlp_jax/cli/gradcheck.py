@@ -170,11 +170,13 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, full) -> None:
     g = sub.add_parser("gradcheck", help="check hand backprop against jax.grad and finite "
                        "differences over every activation x loss x depth x reg x dropout, "
                        "or over random problems (--random N)",
                        formatter_class=Help)
+    if not full("gradcheck"):  # listed only (cli.build_parser)
+        return
     g.add_argument("--workers", type=positive(int), default=2, help="processes to use")
     g.add_argument("--random", type=positive(int), metavar="N",
                    help="instead of the matrix, check N random problems of correct code and "

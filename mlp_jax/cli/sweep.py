@@ -214,7 +214,7 @@ def _sweep(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, full) -> None:
     w = sub.add_parser("sweep", help="train many configurations (seeds x lr x reg x dropout x "
                        "input noise) at once; writes a table, a plot and the best run's "
                        "mlp-jax train command",
@@ -223,6 +223,8 @@ def add_parser(sub) -> None:
                        "drawn from the ranges the lists span) as one compiled program per "
                        "chunk, sharded over every core or device. Results are kept as each "
                        "chunk ends; --resume finishes a stopped sweep.")
+    if not full("sweep"):  # listed only (cli.build_parser)
+        return
     problem_options(w)
     w.add_argument("--lr", type=numbers(float, "learning rates like 1e-3,3e-3", positive=True,
                                          unique=True), default="1e-3", metavar="LRS",

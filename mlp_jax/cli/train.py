@@ -156,9 +156,11 @@ def _train(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, full) -> None:
     t = sub.add_parser("train", help="train a network; writes checkpoint, metrics and a plot",
                        formatter_class=Help)
+    if not full("train"):  # listed only (cli.build_parser)
+        return
     problem_options(t)
     t.add_argument("--lr", type=positive(float), default=1e-3, help="learning rate")
     t.add_argument("--reg", type=float, default=1e-3, help="L2 strength")
