@@ -592,6 +592,31 @@ def test_batch_norm_on_a_batch_of_3_passes_where_the_step_was_too_coarse():
     assert "redone at h/10" in str(report)
 
 
+def test_a_gradient_zero_by_symmetry_is_judged_by_jax_grads_measured_rounding():
+    """The --seed 15 sweep's problem 8, draw 3 (a 3-layer identity net, batch norm on a
+    batch of 3, hinge): beta1's gradient is 0 in exact arithmetic (batch norm below
+    removes any shift of its input), so hand backprop and jax.grad return rounding only,
+    made inside batch norm's backward. Judged by the loss gradient's rounding pulled back
+    alone it failed (share 1.20); jax.grad's measured backward rounding allows it. A loss
+    gradient off by 1 + 1e-8 still fails on the same problem."""
+    from mlp_jax import gradmatrix as gm
+
+    config = gm.random_configs(2400, seed=15)[8]
+    spec, seed = config.spec(), config.seed + 3
+    with jax.enable_x64(True):
+        params, x, y = gm.kink_problem(spec, seed=seed, n=config.n, on_kinks=False)
+    report = mj.check_grads(params, x, y, spec)
+    assert report.passed, str(report)
+    beta1 = next(leaf for leaf in report.leaves if leaf.name == "beta1")
+    assert beta1.autodiff.decided == "backward" and beta1.autodiff.used > 0.01, str(report)
+    assert abs(beta1.autodiff.reference) < 1e-14  # rounding: the layer's S is about 1e-3
+    off = mj.losses.Loss("hinge_off", mj.losses.HINGE.value,
+                         lambda s, y: mj.losses.HINGE.grad(s, y) * (1 + 1e-8),
+                         mj.losses.BINARY_PM1, mj.losses.HINGE.kink_state)
+    wrong = mj.check_grads(params, x, y, dataclasses.replace(spec, loss=off))
+    assert not wrong.passed, str(wrong)
+
+
 def test_an_entry_allowed_nothing_is_decided_by_none():
     """Every term 0 at the worst entry: any difference fails, and no term is named."""
     c = Comparison.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]), 0.0, {"noise": 0.0,
