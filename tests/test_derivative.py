@@ -146,6 +146,24 @@ def test_static_arguments_and_nondiff_argnums():
         mj.check_derivative(f, *args)
 
 
+def test_fd_entries_picks_that_many_per_input_leaf_and_refuses_nonsense():
+    """As check_grads' option (finitediff.pick_entries serves both): a count per input
+    leaf (every entry of a smaller leaf), and anything but 'auto', None or a positive int
+    refused with one line."""
+    x, W = jnp.ones((4, 5)), jnp.ones((3, 5)) / 3
+
+    def f(x, W):
+        return jnp.tanh(x @ W.T)
+    report = mj.check_derivative(f, x, W, fd_entries=7)
+    assert report.passed, str(report)
+    assert [b.fd_entries for b in report.blocks] == [7, 7]
+    assert [b.fd_entries for b in mj.check_derivative(f, x, W, fd_entries=None).blocks] \
+        == [20, 15]
+    for bad in (0, -1, 2.5, "all", True):
+        with pytest.raises(ValueError, match="fd_entries must be 'auto', None"):
+            mj.check_derivative(f, x, W, fd_entries=bad)
+
+
 @pytest.mark.calibration
 def test_a_large_input_is_checked_by_projections_and_still_catches_an_error():
     rng = np.random.default_rng(0)
