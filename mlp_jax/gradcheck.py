@@ -198,11 +198,10 @@ def _all_three(params, x, y, spec, hyper, key, train, stats, h, entries):
     # values, same kink sides) run from the cotangents 3 and 1/3 and scaled back differs
     # from it only by rounding (a gradient 0 by symmetry, as batch norm's sums make
     # beta's below it, keeps only this rounding, which no pulled-back term sees).
-    backward = jax.tree.map(jnp.zeros_like, auto)
-    for c in (3.0, 1.0 / 3.0):
-        (scaled,) = loss_pullback(jnp.full_like(loss_ad, c))
-        backward = jax.tree.map(lambda b, s, a, c=c: jnp.maximum(b, jnp.abs(s / c - a)),
-                                backward, scaled, auto)
+    backward = jax.tree.map(jnp.maximum, *(
+        jax.tree.map(lambda s, a, c=c: jnp.abs(s / c - a),
+                     loss_pullback(jnp.full_like(loss_ad, c))[0], auto)
+        for c in (3.0, 1.0 / 3.0)))
     fd, fd_error, straddles = finite_differences(params, x, y, spec, h=h, entries=entries, **kw)
     # The size of what the loss is computed from: its rounding is about eps times this
     # (a loss near 0 can still subtract scores of size |s|, as logistic does at large s).
