@@ -1,7 +1,7 @@
 """Benchmark: mlp_jax against numpy, PyTorch (if installed), a Python loop of jitted steps,
 sequential fits, and the GEMM roofline, all measured in this one run.
 
-    python -m experiments.benchmark            # full (about 6 minutes on 2 cores)
+    python -m experiments.benchmark            # full (2.5-6 minutes on 2 cores)
     python -m experiments.benchmark --quick    # seconds: a smoke run with small sizes
 
 Prints each measurement and its ratio to mlp_jax; writes experiments/results/benchmark.json.

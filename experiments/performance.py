@@ -144,7 +144,8 @@ def readme(r: dict, gpu: dict | None = None) -> list[str]:
         one, more = sw["variants_s"]["1 device, map"], sw["variants_s"][f"{many}, map"]
         scaling = (f" Sharding the same `lax.map` sweep over {many} instead of 1 gives "
                    f"{one / more:.2f}× ({one:.2f} s → {more:.2f} s).")
-    out = ["Regenerate with `python -m experiments.benchmark` (about 6 minutes on 2 cores; "
+    out = ["Regenerate with `python -m experiments.benchmark` (2.5–6 minutes on 2 cores, "
+           "as the machine's speed varies; "
            "writes `experiments/results/benchmark.json`) and `python -m experiments.report`. "
            f"This run: {r['device']} ({r['platform']}), jax {v['jax']}, numpy {v['numpy']}"
            + (f", torch {v['torch']}" if v.get("torch") else "") + ". Ratios are the "
