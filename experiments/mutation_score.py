@@ -2,10 +2,13 @@
 
     mutmut run --max-children 2           # see the README's Development section
     python -m experiments.mutation_score  # print the table and rewrite it in README.md
+    python -m experiments.mutation_score --changed main   # only the mutated modules that
+                                          # changed since main: rerun them, print the table
 
-Each mutant is killed (a test failed), survived, or not run yet. The survivors listed in
-EQUIVALENT cannot be told apart from the original by any input (each with the reason);
-every other survivor is a line no test would notice being wrong, and needs a test.
+Each mutant is killed (a test failed), survived (no test failed, or no test reaches its
+line), timed out, or not run yet. The survivors listed in EQUIVALENT cannot be told apart
+from the original by any input (each with the reason); every other survivor is a line no
+test would notice being wrong, and needs a test.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import collections
 import glob
 import json
 import os
+import subprocess
+import sys
+import tomllib
 
 from experiments.common import ROOT, write_readme_block
 
@@ -122,24 +128,31 @@ def load(root: str = os.path.join(ROOT, "mutants")) -> dict[str, int | None]:
     return codes
 
 
+# mutmut's exit codes (mutmut.stats.status_by_exit_code): 1 a test failed, 3 pytest's own
+# error (a kill too); 0 every test passed, 5 and 33 no test reaches the line (as unnoticed
+# as a survivor); None not run, 2 interrupted; the rest timeouts and crashes
+KILLED, SURVIVED, NOT_RUN = {1, 3}, {0, 5, 33}, {None, 2}
+
+
+def status(code: int | None) -> str:
+    return ("killed" if code in KILLED else "survived" if code in SURVIVED
+            else "not run" if code in NOT_RUN else "timeout")
+
+
 def score(codes: dict[str, int | None], equivalent=EQUIVALENT) -> dict[str, collections.Counter]:
-    """Per module: mutants, killed, equivalent, survived (not equivalent), not run."""
+    """Per module: mutants, killed, equivalent, survived (not equivalent), timeout, not run."""
     table = collections.defaultdict(collections.Counter)
     for name, code in codes.items():
         short = name.removeprefix("mlp_jax.")
         row = table[short.split(".")[0]]
         row["mutants"] += 1
-        if code == 1:
-            row["killed"] += 1
-        elif code == 0:
-            row["equivalent" if short in equivalent else "survived"] += 1
-        else:
-            row["not run"] += 1
+        kind = status(code)
+        row["equivalent" if kind == "survived" and short in equivalent else kind] += 1
     return table
 
 
 def markdown(table) -> str:
-    cols = ["mutants", "killed", "equivalent", "survived", "not run"]
+    cols = ["mutants", "killed", "equivalent", "survived", "timeout", "not run"]
     lines = ["| module | " + " | ".join(cols) + " | score |", "|---" * (len(cols) + 2) + "|"]
     total = collections.Counter()
     for module in sorted(table):
@@ -152,22 +165,53 @@ def markdown(table) -> str:
 
 
 def section(codes) -> str:
-    found = {n.removeprefix("mlp_jax.") for n, c in codes.items() if c == 0}
+    found = {n.removeprefix("mlp_jax.") for n, c in codes.items() if status(c) == "survived"}
     listed = [f"- `{name}`: {why}" for name, why in EQUIVALENT.items() if name in found]
     lines = [markdown(score(codes)), "",
-             "Score: killed / (killed + survived); the equivalent survivors are left out.", "",
+             "Score: killed / (killed + survived); the equivalent survivors are left out, and a "
+             "timeout (a mutant that hangs the tests) is neither.", "",
              f"<details><summary>The {len(listed)} equivalent survivors, each with why no "
              "input tells it apart</summary>", "", *listed, "", "</details>"]
     return "\n".join(lines)
 
 
+def mutated_modules(root: str = ROOT) -> list[str]:
+    """The files ``mutmut run`` mutates (pyproject's [tool.mutmut] only_mutate)."""
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["tool"]["mutmut"]["only_mutate"]
+
+
+def changed_patterns(changed: list[str], mutated: list[str]) -> list[str]:
+    """mutmut name patterns for the mutated files among CHANGED paths."""
+    return [f"mlp_jax.{os.path.basename(p).removesuffix('.py')}.*"
+            for p in mutated if p in changed]
+
+
+def rerun_changed(base: str) -> dict[str, int | None]:
+    """``mutmut run`` on every mutant of the mutated modules that differ from BASE
+    (committed or not); returns the results of those modules only."""
+    diff = subprocess.run(["git", "diff", "--name-only", base, "--"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.split()
+    patterns = changed_patterns(diff, mutated_modules())
+    if not patterns:
+        raise SystemExit(f"no mutated module changed since {base}")
+    print("mutmut run " + " ".join(patterns), flush=True)
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "mutmut"), "run",
+                    "--max-children", str(os.cpu_count() or 1), *patterns], cwd=ROOT, check=True)
+    modules = tuple(p.removesuffix("*") for p in patterns)
+    return {n: c for n, c in load().items() if n.startswith(modules)}
+
+
 if __name__ == "__main__":
-    codes = load()
+    changed = "--changed" in sys.argv
+    codes = rerun_changed(sys.argv[sys.argv.index("--changed") + 1]) if changed else load()
     if not codes:
         raise SystemExit("no mutmut results in mutants/: run `mutmut run` first")
-    missing = [n for n, c in codes.items() if c == 0 and n[len("mlp_jax."):] not in EQUIVALENT]
+    missing = [n for n, c in codes.items()
+               if status(c) == "survived" and n[len("mlp_jax."):] not in EQUIVALENT]
     print(markdown(score(codes)))
     for name in missing:
         print(f"survived, not known equivalent: {name} (`mutmut show {name}`)")
-    path = write_readme_block("mutation", section(codes))
-    print(f"rewrote the mutation score in {path}")
+    if not changed:  # the README's table is the whole run's
+        path = write_readme_block("mutation", section(codes))
+        print(f"rewrote the mutation score in {path}")

@@ -204,23 +204,39 @@ def test_the_readme_blocks_are_what_the_report_writes(monkeypatch):
 
 
 def test_mutation_score_counts_and_lists_what_survived():
-    """The README's mutation table: killed, survived, not run, and the listed equivalent
-    survivors counted apart (they are left out of the score)."""
+    """The README's mutation table: killed, survived, timed out, not run, and the listed
+    equivalent survivors counted apart (they are left out of the score). A mutant no test
+    reaches (mutmut's 33) is a survivor: nobody would notice its line being wrong."""
     from experiments import mutation_score as ms
 
     codes = {"mlp_jax.losses.x_a__mutmut_1": 1, "mlp_jax.losses.x_a__mutmut_2": 1,
              "mlp_jax.losses.x__hinge_value__mutmut_5": 0,  # listed as equivalent
-             "mlp_jax.losses.x_b__mutmut_3": 0, "mlp_jax.optim.x_c__mutmut_1": None}
+             "mlp_jax.losses.x_b__mutmut_3": 0, "mlp_jax.losses.x_b__mutmut_4": 33,
+             "mlp_jax.losses.x_b__mutmut_5": 36, "mlp_jax.optim.x_c__mutmut_1": None}
     table = ms.score(codes)
-    assert table["losses"] == {"mutants": 4, "killed": 2, "equivalent": 1, "survived": 1}
+    assert table["losses"] == {"mutants": 6, "killed": 2, "equivalent": 1, "survived": 2,
+                               "timeout": 1}
     assert table["optim"] == {"mutants": 1, "not run": 1}
     lines = ms.markdown(table).splitlines()
-    assert lines[2] == "| losses | 4 | 2 | 1 | 1 | 0 | 66.7% |"
-    assert lines[3] == "| optim | 1 | 0 | 0 | 0 | 1 | - |"
-    assert lines[4] == "| all | 5 | 2 | 1 | 1 | 1 | 66.7% |"
+    assert lines[2] == "| losses | 6 | 2 | 1 | 2 | 1 | 0 | 50.0% |"
+    assert lines[3] == "| optim | 1 | 0 | 0 | 0 | 0 | 1 | - |"
+    assert lines[4] == "| all | 7 | 2 | 1 | 2 | 1 | 1 | 50.0% |"
     section = ms.section(codes)
     assert "`losses.x__hinge_value__mutmut_5`: `[:, 0]` -> `[:, 1]`" in section
     assert "x_b__mutmut_3" not in section and "x_elu__" not in section
+
+
+def test_mutation_rerun_names_the_changed_mutated_modules_only():
+    """``--changed BASE``: mutmut patterns for the mutated files a diff touched, nothing for
+    the unmutated ones; the mutated list is pyproject's, the one `mutmut run` reads."""
+    from experiments import mutation_score as ms
+
+    mutated = ms.mutated_modules()
+    assert "mlp_jax/losses.py" in mutated and "mlp_jax/cli.py" not in mutated
+    diff = ["README.md", "mlp_jax/losses.py", "mlp_jax/cli.py", "tests/test_losses.py",
+            "mlp_jax/optim.py"]
+    assert ms.changed_patterns(diff, mutated) == ["mlp_jax.losses.*", "mlp_jax.optim.*"]
+    assert ms.changed_patterns(["mlp_jax/train.py"], mutated) == []
 
 
 @pytest.mark.slow
