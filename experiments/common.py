@@ -20,12 +20,26 @@ RESULTS = os.environ.get("MLP_JAX_RESULTS") or COMMITTED
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# What a ``python -c CODE`` child runs first, so that it too ends with its starter without
+# importing mlp_jax (and jax: the benchmark times scikit-learn's job and the bare floor
+# in such children): the kernel's PR_SET_PDEATHSIG, as ``mlp_jax.lifetime.die_with_parent``
+DIE_WITH_STARTER = """import ctypes as _c, os as _o, sys as _s
+if _s.platform == "linux":
+    _c.CDLL(None).prctl(1, 9)
+    if str(_o.getppid()) != _o.environ["MLP_JAX_PARENT"]:
+        _o._exit(1)
+"""
+
+
 def run_python(args: list[str], start=subprocess.run, **options):
     """``python ARGS`` in a child process from the repository's root, which ends with
     this process however it ends (a killed experiment leaves nothing running: the
-    child calls ``mlp_jax.lifetime.end_with_starter``). ``start=subprocess.Popen``
-    returns the running child instead of waiting for it."""
+    child calls ``mlp_jax.lifetime.end_with_starter``, or for ``-c CODE`` runs
+    DIE_WITH_STARTER first). ``start=subprocess.Popen`` returns the running child instead
+    of waiting for it."""
     env = dict(options.pop("env", os.environ), MLP_JAX_PARENT=str(os.getpid()))
+    if args[:1] == ["-c"]:
+        args = ["-c", DIE_WITH_STARTER + args[1], *args[2:]]
     return start([sys.executable, *args], cwd=ROOT, env=env, **options)
 
 

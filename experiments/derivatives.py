@@ -208,7 +208,6 @@ def scaled_item(item) -> dict:
 
 BIG_CHILD = """
 import time, jax, jax.numpy as jnp, numpy as np, mlp_jax as mj
-from mlp_jax.lifetime import end_with_starter; end_with_starter()
 from experiments.derivative_corpus import _layernorm, _layernorm_vjp
 def hwm():
     return int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024

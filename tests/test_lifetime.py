@@ -134,6 +134,36 @@ def test_a_command_started_by_the_tests_or_an_experiment_ends_with_its_starter(t
         starter.kill()
 
 
+EXPERIMENT = """
+import subprocess, time
+from experiments.common import run_python
+child = run_python(["-c", "import time; time.sleep(600)"], start=subprocess.Popen)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_experiments_bare_python_child_ends_with_it():
+    """An experiment's ``python -c`` child (the benchmark's scikit-learn job and floor:
+    they import no mlp_jax, so they cannot call end_with_starter) ends when the experiment
+    is SIGKILLed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    starter = subprocess.Popen([sys.executable, "-c", EXPERIMENT], cwd=root,
+                               stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(starter.stdout.readline())
+        time.sleep(0.5)
+        assert alive(child), "the child ended by itself"
+        starter.kill()
+        starter.wait(timeout=guard(10))
+        assert wait_until(lambda: not alive(child), guard(2), 0.05), "the child outlived it"
+    finally:
+        starter.kill()
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def _train(out, *extra):
     return subprocess.Popen([sys.executable, "-m", "mlp_jax.cli", "train", "--dataset",
                              "spiral", "--epochs", "200000", "--out", str(out), "--quiet",
