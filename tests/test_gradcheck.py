@@ -410,6 +410,21 @@ def test_fd_chunks_looped_not_unrolled(x64):
     assert not s8.any()  # tanh and softmax have no kinks
 
 
+def test_each_estimate_evaluates_only_the_offsets_its_formula_uses():
+    """The offsets each estimate needs, from the formulas (in steps h): the centred
+    fourth-order difference at h uses +-h and +-2h, the same at 2h +-2h and +-4h; the
+    one-sided second-order ones at h use 0, h, 2h and at 2h 0, 2h, 4h (mirrored on the
+    left). Checked for each and for their unions, as the checks ask for them."""
+    from mlp_jax.finitediff import points
+
+    uses = {"centred": {-4, -2, -1, 1, 2, 4}, "right": {0, 1, 2, 4}, "left": {-4, -2, -1, 0}}
+    for names in [("centred",), ("right",), ("left",), ("left", "right"),
+                  ("centred", "right", "left")]:
+        want = sorted(set().union(*(uses[n] for n in names)))
+        assert points(names) == tuple(float(t) for t in want), names
+    assert points() == (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
+
+
 def test_fd_picks_sample_by_seed_without_repeats():
     from mlp_jax.finitediff import pick_entries
     from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF

@@ -142,6 +142,24 @@ def test_activations_finite_at_huge_inputs(name):
     assert np.isfinite(act.fn(z)).all() and np.isfinite(act.deriv(z, act.fn(z))).all()
 
 
+@pytest.mark.parametrize("name", [n for n in mj.activations.ACTIVATION_NAMES
+                                  if n != "maxout"])
+def test_declared_kinks_are_where_the_derivative_jumps(name, x64):
+    """An activation's ``kinks`` (which the gradient checks rely on to judge a finite
+    difference that straddles one) are exactly the points where its derivative jumps,
+    found by scanning the derivative on a fine grid: a kink left out or misplaced would
+    let a straddling estimate fail a correct gradient. Non-default slope and alpha, so
+    leaky ReLU's and ELU's derivatives jump (ELU's with alpha 1 is continuous)."""
+    act = mj.activations.elementwise(name, leaky_slope=0.2, elu_alpha=0.5)
+    z = np.linspace(-3.0, 3.0, 6001)  # step 1e-3, 0 on the grid
+    d = np.asarray(act.deriv(jnp.asarray(z), act.fn(jnp.asarray(z))))
+    jumps = np.flatnonzero(np.abs(np.diff(d)) > 0.05)  # smooth ones move < 1e-3 a step
+    found = [(z[i], z[i + 1]) for i in jumps]
+    assert len(found) == len(act.kinks), (found, act.kinks)
+    for (lo, hi), kink in zip(found, sorted(act.kinks)):
+        assert lo <= kink <= hi, (found, act.kinks)
+
+
 def test_maxout_finite_at_huge_inputs():
     z = jnp.array([[[-1e4, 1e4], [1e4, -88.0], [88.0, 1e4]]], jnp.float32)  # (1, k=3, 2)
     h, idx = mj.activations.maxout(z)

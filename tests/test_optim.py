@@ -152,6 +152,9 @@ def test_schedules_closed_form(x64_on, rtol, atol):
             "exponential": (optim.exponential(0.1, 0.5, 100), 0.1 * 0.5 ** (s / 100)),
             "cosine": (optim.cosine(0.1, 300, alpha=0.1), cos),
             "constant": (optim.constant(0.3), np.full_like(s, 0.3)),
+            # a half-precision value's rates in the schedules' dtype too
+            "constant_f16": (optim.constant(jnp.float16(0.3)),
+                             np.full_like(s, float(np.float16(0.3)))),
             "warmup": (optim.linear_warmup(0.2, 10), 0.2 * np.minimum(s + 1, 10) / 10),
             "warmup_after": (optim.linear_warmup(0.2, 10, optim.cosine(0.2, 100)),
                              np.where(s < 10, 0.2 * (s + 1) / 10, 0.2 * 0.5 * (
@@ -160,6 +163,7 @@ def test_schedules_closed_form(x64_on, rtol, atol):
         for name, (schedule, ref) in cases.items():
             rate = schedule(steps)
             assert rate.dtype == (jnp.float64 if x64_on else jnp.float32), name
+            assert rate.shape == steps.shape, name
             np.testing.assert_allclose(rate, ref, rtol=rtol, atol=atol, err_msg=name)
 
 
@@ -177,6 +181,17 @@ def test_rates_take_the_gradients_dtype(x64):
             assert u["w"].dtype == dtype
             want = np.asarray(-jnp.asarray(exact, dtype), np.float64)
             np.testing.assert_array_equal(np.asarray(u["w"], np.float64), want)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
+def test_updates_come_in_the_gradients_dtype(name):
+    """Moments are kept in float32 at least, but each update leaves in its gradient's dtype
+    (bfloat16 and float16 here), as apply_updates and a sharded step expect."""
+    opt = getattr(optim, name)(0.1)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        g = {"w": jnp.full(3, 0.5, dtype), "b": jnp.ones((), dtype)}
+        u, _ = opt.update(g, opt.init(g), g)
+        assert {k: v.dtype for k, v in u.items()} == {"w": dtype, "b": dtype}, name
 
 
 def test_schedule_drives_the_update():
@@ -312,6 +327,87 @@ def test_factories_refuse_values_that_would_ascend_or_give_nan(make, message):
     (A rate of 0 is allowed: nothing moves, which tests and frozen runs use.)"""
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         make()
+
+
+# Every hyperparameter a factory checks: the name its message gives, the factory with that
+# value (the others valid) and the range as the message writes it. Written from the
+# docstrings and CS231n's ranges, not from the checks.
+RANGES = [
+    ("constant's value", lambda v: optim.constant(v), "[0, inf)"),
+    ("step_decay's init_value", lambda v: optim.step_decay(v, 0.5, 10), "[0, inf)"),
+    ("step_decay's decay", lambda v: optim.step_decay(0.1, v, 10), "(0, 1]"),
+    ("step_decay's steps_per_epoch", lambda v: optim.step_decay(0.1, 0.5, v), "int >= 1"),
+    ("exponential's init_value", lambda v: optim.exponential(v, 0.5, 10), "[0, inf)"),
+    ("exponential's rate", lambda v: optim.exponential(0.1, v, 10), "(0, 1]"),
+    ("exponential's decay_steps", lambda v: optim.exponential(0.1, 0.5, v), "int >= 1"),
+    ("cosine's init_value", lambda v: optim.cosine(v, 10), "[0, inf)"),
+    ("cosine's decay_steps", lambda v: optim.cosine(0.1, v), "int >= 1"),
+    ("cosine's alpha", lambda v: optim.cosine(0.1, 10, alpha=v), "[0, 1]"),
+    ("linear_warmup's peak_value", lambda v: optim.linear_warmup(v, 10), "[0, inf)"),
+    ("linear_warmup's warmup_steps", lambda v: optim.linear_warmup(0.1, v), "int >= 1"),
+    ("sgd's learning_rate", lambda v: optim.sgd(v), "[0, inf)"),
+    ("momentum's learning_rate", lambda v: optim.momentum(v), "[0, inf)"),
+    ("momentum's mu", lambda v: optim.momentum(0.1, mu=v), "[0, 1)"),
+    ("nesterov's learning_rate", lambda v: optim.nesterov(v), "[0, inf)"),
+    ("nesterov's mu", lambda v: optim.nesterov(0.1, mu=v), "[0, 1)"),
+    ("rmsprop's learning_rate", lambda v: optim.rmsprop(v), "[0, inf)"),
+    ("rmsprop's decay_rate", lambda v: optim.rmsprop(0.1, decay_rate=v), "[0, 1)"),
+    ("rmsprop's eps", lambda v: optim.rmsprop(0.1, eps=v), "(0, inf)"),
+    ("adam's learning_rate", lambda v: optim.adam(v), "[0, inf)"),
+    ("adam's b1", lambda v: optim.adam(1e-3, b1=v), "[0, 1)"),
+    ("adam's b2", lambda v: optim.adam(1e-3, b2=v), "[0, 1)"),
+    ("adam's eps", lambda v: optim.adam(1e-3, eps=v), "(0, inf)"),
+    ("adam's weight_decay", lambda v: optim.adamw(1e-3, weight_decay=v), "[0, inf)"),
+    ("clip_by_global_norm's max_norm", lambda v: optim.clip_by_global_norm(v), "(0, inf)"),
+]
+
+
+def _values(interval: str):
+    """(refused, accepted) values for a range: each end and just past it, NaN and inf."""
+    if interval == "int >= 1":
+        return [0, -3, 1.5, 2.0, True, None], [1, 7, np.int64(3)]
+    lo, hi = interval[0], interval[-1]
+    low, high = (float(x) for x in interval[1:-1].split(", "))
+    refused, accepted = [float("nan"), -float("inf"), low - 0.5], [low + 0.25]
+    (refused if lo == "(" else accepted).append(low)
+    if high != float("inf"):
+        refused.append(high + 0.5)
+        (refused if hi == ")" else accepted).append(high)
+    else:
+        refused.append(float("inf"))
+    return refused, accepted
+
+
+@pytest.mark.parametrize("name,make,interval", RANGES, ids=[r[0] for r in RANGES])
+def test_every_hyperparameter_is_refused_outside_its_range_and_accepted_at_its_ends(
+        name, make, interval):
+    """Every value out of the range is refused with the message naming the hyperparameter
+    and the range; the closed ends and a value inside are accepted."""
+    refused, accepted = _values(interval)
+    for v in refused:
+        want = (f"{name} must be an int >= 1; got {v!r}" if interval == "int >= 1" else
+                f"{name} must be finite and in {interval}; got {v!r}")
+        with pytest.raises(ValueError) as e:
+            make(v)
+        assert str(e.value) == want, v
+    for v in accepted:
+        make(v)
+
+
+def test_the_range_table_names_every_check_in_optim():
+    """RANGES above is complete: every name a check in optim.py gives (an f-string's
+    field standing for any word) is in it, and it names nothing that is not checked."""
+    import inspect
+
+    calls = re.findall(r'_(?:check|steps)\(f?"([^"]+)"', inspect.getsource(optim))
+    patterns = [re.compile(re.sub(r"\\\{\w+\\\}", r"\\w+", re.escape(c)) + "$")
+                for c in calls]
+    names = [r[0] for r in RANGES]
+    assert len(calls) >= 20
+    for c, pattern in zip(calls, patterns):
+        assert any(pattern.match(n) for n in names), c
+    for n in names:
+        assert any(p.match(n) for p in patterns), n
 
 
 def test_traced_hyperparameters_are_not_checked_but_still_work():
