@@ -194,6 +194,23 @@ def test_updates_come_in_the_gradients_dtype(name):
         assert {k: v.dtype for k, v in u.items()} == {"w": dtype, "b": dtype}, name
 
 
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+@pytest.mark.parametrize("x64_on", [False, True])
+def test_moments_of_half_precision_gradients_are_float32s(name, x64_on):
+    """A bfloat16 gradient is widened to its moment's float32 before it is squared or
+    averaged (with float64 enabled too, where the default float is float64): the moments
+    are float32 and equal those of the same values given in float32, to the bit."""
+    with jax.enable_x64(x64_on):
+        g32 = {"w": jnp.asarray([1 + 2**-7, 3.0, -0.5 - 2**-8], jnp.float32)}  # bf16's own
+        g16 = jax.tree.map(lambda v: v.astype(jnp.bfloat16), g32)
+        opt = getattr(optim, name)(0.1)
+        _, want = opt.update(g32, opt.init(g32), g32)
+        _, got = opt.update(g16, opt.init(g16), g16)
+        for a, b in zip(jax.tree.leaves(want)[1:], jax.tree.leaves(got)[1:]):  # not count
+            assert a.dtype == b.dtype == jnp.float32
+            np.testing.assert_array_equal(a, b)
+
+
 def test_schedule_drives_the_update():
     opt = optim.sgd(optim.step_decay(1.0, 0.5, 2))
     x, state = {"x": jnp.zeros(())}, None
