@@ -385,6 +385,28 @@ def test_bad_inputs_name_expected_and_given():
             call()
 
 
+def test_predicted_labels_in_each_losss_convention():
+    """What accuracy compares with the labels: the top class (numpy's argmax, first of
+    a tie), or the one score's sign as 0/1 (logistic) or -1/+1 (hinge), a score of exactly
+    0 counting as the negative class; no labels for real-valued targets."""
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(7, 4))
+    scores[3] = [0.5, 2.0, 2.0, -1.0]  # a tie: the first
+    kinds = {name: mj.losses.get_loss(name).labels for name in
+             ("softmax", "svm", "logistic", "hinge", "squared")}
+    for name in ("softmax", "svm"):
+        got = mj.losses.predicted_labels(jnp.asarray(scores), kinds[name])
+        np.testing.assert_array_equal(got, np.argmax(scores, axis=1))
+    one = np.array([[-1.5], [0.0], [0.7], [1e-30], [1.0], [0.5], [-1e-30]])
+    want01 = np.array([0, 0, 1, 1, 1, 1, 0])
+    got = mj.losses.predicted_labels(jnp.asarray(one), kinds["logistic"])
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, want01)
+    got = mj.losses.predicted_labels(jnp.asarray(one), kinds["hinge"])
+    np.testing.assert_array_equal(got, 2 * want01 - 1)
+    assert mj.losses.predicted_labels(jnp.asarray(scores), kinds["squared"]) is None
+
+
 @pytest.mark.parametrize("loss_name,bad,match", [
     ("logistic", [0, 1, 2, 1], r"\{0, 1\}.*found \[2\]"),
     ("logistic", [-1, 1, 1, 1], r"\{0, 1\}"),
