@@ -425,6 +425,47 @@ def test_each_estimate_evaluates_only_the_offsets_its_formula_uses():
     assert points() == (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 
 
+def test_candidates_centred_where_the_sides_agree_one_side_or_the_convention_on_a_kink():
+    """finitediff.candidates, entry by entry, against its definition: a kink where the
+    left and right estimates differ by more than both allowances together (each side's
+    terms, its rounding and truncation, and rtol of both); off a kink the first candidate
+    is the centred estimate with its allowance, on one the left (or, given, autodiff's
+    convention, which carries no finite-difference error); then left and right as they
+    are. Entry 3 sits exactly on the boundary (not a kink: the sides agree within)."""
+    from mlp_jax.finitediff import candidates
+
+    dl = np.array([1.0, 1.0, -2.0, 2.0, 40.0])
+    dr = np.array([1.0 + 1e-9, 3.0, -2.0, 3.0, 41.0])
+    dc = np.array([1.5, 2.0, -2.5, 2.5, 40.5])
+    est = {"left": (dl, np.full(5, 0.125), np.full(5, 0.25)),
+           "right": (dr, np.full(5, 0.125), np.full(5, 0.25)),
+           "centred": (dc, np.full(5, 0.0625), np.full(5, 0.03125))}
+    terms = {"noise": np.array([0.125, 0.125, 0.125, 0.125, 0.0])}
+    conv = np.array([7.0, 8.0, 9.0, 10.0, 11.0])
+    for rtol, want in [(0.0, [False, True, False, False, True]),
+                       (2**-4, [False, True, False, False, False])]:
+        # entry 4 at rtol 1/16: 1 <= 2 x 0.375 + (40 + 41) / 16: the relative term decides
+        for convention in (None, conv):
+            (c0, c1, c2), kink = candidates(est, rtol, terms, convention)
+            np.testing.assert_array_equal(kink, want)
+            on = np.asarray(want)
+            np.testing.assert_array_equal(c0[0], np.where(on, dl if convention is None
+                                                          else conv, dc))
+            assert c0[1] == c1[1] == c2[1] == rtol
+            side = {"noise": terms["noise"], "fd": 0.125, "trunc": 0.25}
+            centre = {"noise": terms["noise"], "fd": 0.0625, "trunc": 0.03125}
+            assert set(c0[2]) == set(c1[2]) == set(c2[2]) == set(side)
+            for k in side:
+                off_kink = np.broadcast_to(centre[k], 5)
+                on_kink = (np.broadcast_to(side[k], 5) if convention is None or k == "noise"
+                           else np.zeros(5))
+                np.testing.assert_array_equal(c0[2][k], np.where(on, on_kink, off_kink), k)
+                np.testing.assert_array_equal(c1[2][k], np.broadcast_to(side[k], 5), k)
+                np.testing.assert_array_equal(c2[2][k], np.broadcast_to(side[k], 5), k)
+            np.testing.assert_array_equal(c1[0], dl)
+            np.testing.assert_array_equal(c2[0], dr)
+
+
 def test_fd_picks_sample_by_seed_without_repeats():
     from mlp_jax.finitediff import pick_entries
     from mlp_jax.gradcheck import FD_FULL_LIMIT, FD_SAMPLE_PER_LEAF
