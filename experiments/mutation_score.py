@@ -36,6 +36,9 @@ _FD64 = ("`flat.dtype` -> the default dtype: finite differences run in float64 i
          "enable_x64 (their documented use), where the default is float64")
 _REL64 = ("one of a, b not converted to float64: a - b with the other float64 is float64 "
           "either way")
+_FALSY = ("`low_open=False` or `high_open=False` -> None: the check reads it as a truth "
+          "value, and None is false as False is")
+_NAN = '`float("nan")` -> `float("NAN")`: the same NaN'
 EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
     "activations.x_elu__mutmut_9": "ELU `z > 0` -> `z > 1` in the overflow guard: " + _GUARD,
     "activations.x_elu__mutmut_10": "ELU guard's 0.0 -> 1.0: " + _GUARD,
@@ -116,6 +119,32 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "gradcheck.x__fd_picks__mutmut_29":
         "`replace=False` -> `replace=None`: numpy reads None as False (the same draw)",
     "gradcheck.x_check_grads__mutmut_36": _X64,
+    "optim.x_constant__mutmut_4": _FALSY,
+    "optim.x_step_decay__mutmut_4": _FALSY,
+    "optim.x_step_decay__mutmut_17": _FALSY,
+    "optim.x_exponential__mutmut_4": _FALSY,
+    "optim.x_exponential__mutmut_17": _FALSY,
+    "optim.x_cosine__mutmut_5": _FALSY,
+    "optim.x_cosine__mutmut_24": _FALSY,
+    "optim.x_cosine__mutmut_25": _FALSY,
+    "optim.x_linear_warmup__mutmut_4": _FALSY,
+    "optim.x_sgd__mutmut_4": _FALSY,
+    "optim.x__with_velocity__mutmut_4": _FALSY,
+    "optim.x__with_velocity__mutmut_15": _FALSY,
+    "optim.x_rmsprop__mutmut_6": _FALSY,
+    "optim.x_rmsprop__mutmut_19": _FALSY,
+    "optim.x_adam__mutmut_8": _FALSY,
+    "optim.x_adam__mutmut_25": _FALSY,
+    "optim.x_adam__mutmut_46": _FALSY,
+    "optim.x__check__mutmut_7":
+        "`asarray(value, float64)` -> `asarray(value)`: for any number or numeric array (what "
+        "a factory takes) isfinite and the comparisons read the same",
+    "optim.x__check__mutmut_9": "as the one before, with the dtype argument dropped",
+    "optim.x__float__mutmut_5":
+        "`canonicalize_dtype(jnp.float64)` -> `canonicalize_dtype(None)`: both are the "
+        "default float, float64 with float64 enabled and float32 without",
+    "passrule.xǁComparisonǁnone__mutmut_22": _NAN,
+    "passrule.xǁComparisonǁnone__mutmut_25": _NAN,
 }
 
 

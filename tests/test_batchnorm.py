@@ -159,6 +159,24 @@ def test_the_gradient_check_refuses_a_batch_of_2_and_passes_3():
     assert mj.check_grads(params, x[:2], y[:2], spec, stats=mj.init_stats(spec)).passed
 
 
+@pytest.mark.parametrize("dtype,want", [("bfloat16", jnp.float32), ("float16", jnp.float32),
+                                         ("float32", jnp.float32), ("float64", jnp.float64)])
+def test_running_statistics_are_float32_at_least_and_stay_so(dtype, want, x64):
+    """Half-precision params keep their running statistics in float32 (an average of
+    many batches in bfloat16 would round away each small update), float64 params in
+    float64; with float64 enabled, where the default float is float64, and after a
+    training step (the batch moments come in the params' dtype)."""
+    spec = mj.MLPSpec((4, 6, 5, 3), norm="batchnorm", dtype=dtype)
+    stats = mj.init_stats(spec)
+    assert [sorted(s) for s in stats] == [["mean", "var"]] * 2
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    params = mj.init_params(jax.random.key(0), spec)
+    _, _, after = mj.backprop(params, x, y, spec, train=True, stats=stats)
+    for s in (*stats, *after):
+        assert s["mean"].dtype == s["var"].dtype == want, s
+
+
 def test_a_constant_feature_normalizes_to_beta_and_stays_finite(x64):
     spec = mj.MLPSpec((3, 4, 2), norm="batchnorm", dtype="float64")
     params = [dict(p) for p in _perturbed(spec)]
