@@ -140,6 +140,13 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
         "`asarray(value, float64)` -> `asarray(value)`: for any number or numeric array (what "
         "a factory takes) isfinite and the comparisons read the same",
     "optim.x__check__mutmut_9": "as the one before, with the dtype argument dropped",
+    "layers.x_normalize_by__mutmut_5":
+        "`asarray(eps, z.dtype)` -> `asarray(eps, None)`: a Python float's array is weakly "
+        "typed, so `var + eps` stays in var's dtype, which is z's (checked with float64 "
+        "enabled too)",
+    "layers.x_normalize_by__mutmut_7": "as the one before, with the dtype argument dropped",
+    "gradcheck.x__all_three__mutmut_104":
+        "`finfo(scores.dtype)` -> `finfo(None)`: the check always runs in float64, the default",
     "optim.x__float__mutmut_5":
         "`canonicalize_dtype(jnp.float64)` -> `canonicalize_dtype(None)`: both are the "
         "default float, float64 with float64 enabled and float32 without",

@@ -182,6 +182,9 @@ def test_running_statistics_are_float32_at_least_and_stay_so(dtype, want, x64):
     _, _, after = mj.backprop(params, x, y, spec, train=True, stats=stats)
     for s in (*stats, *after):
         assert s["mean"].dtype == s["var"].dtype == want, s
+    for training in (True, False):  # the scores stay in the params' dtype (eps too)
+        scores = mj.forward(params, x, spec, train=training, stats=stats)
+        assert (scores[0] if training else scores).dtype == jnp.dtype(dtype), training
 
 
 def test_a_constant_feature_normalizes_to_beta_and_stays_finite(x64):
