@@ -38,6 +38,8 @@ _REL64 = ("one of a, b not converted to float64: a - b with the other float64 is
           "either way")
 _FALSY = ("`low_open=False` or `high_open=False` -> None: the check reads it as a truth "
           "value, and None is false as False is")
+_TERM_NAME = ("a term of the allowance renamed: refine reads only `used`, which sums the "
+              "terms whatever their names")
 _NAN = '`float("nan")` -> `float("NAN")`: the same NaN'
 EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
     "activations.x_elu__mutmut_9": "ELU `z > 0` -> `z > 1` in the overflow guard: " + _GUARD,
@@ -147,6 +149,10 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "layers.x_normalize_by__mutmut_7": "as the one before, with the dtype argument dropped",
     "gradcheck.x__all_three__mutmut_104":
         "`finfo(scores.dtype)` -> `finfo(None)`: the check always runs in float64, the default",
+    "finitediff.x_refine__mutmut_18": _TERM_NAME,
+    "finitediff.x_refine__mutmut_19": _TERM_NAME,
+    "finitediff.x_refine__mutmut_20": _TERM_NAME,
+    "finitediff.x_refine__mutmut_21": _TERM_NAME,
     "optim.x__float__mutmut_5":
         "`canonicalize_dtype(jnp.float64)` -> `canonicalize_dtype(None)`: both are the "
         "default float, float64 with float64 enabled and float32 without",

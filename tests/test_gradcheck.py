@@ -632,6 +632,31 @@ def test_an_entry_finite_differences_contradict_is_redone_at_smaller_steps():
     assert refined(accurate, truth, truth)[3] == 0 and not asked
 
 
+def test_refine_redoes_only_entries_over_their_allowance_and_keeps_the_smallest_bar():
+    """finitediff.refine at its edges, in exact binary numbers (tol 0, rounding / h = 1/2,
+    4 x Richardson = 1/2): an entry using exactly its whole allowance is not redone, one
+    using 1.5 of it is, and so is one whose estimate at h is NaN; of the smaller steps the
+    one with the smallest error bar wins, rounding / step (with no truncation left) being
+    smallest at the largest of them."""
+    h, rounding, trunc = 2.0**-10, 2.0**-11, 4.0
+    entries, straddles = np.arange(4), np.zeros(4, bool)
+    hand = np.full(4, 2.0)
+    at_h, err = np.array([1.0, 0.5, 2.0, np.nan]), np.full(4, 0.125)  # used 1, 1.5, 0, inf
+    asked = []
+
+    def fd_at(at, step):  # each step's estimate tells which step it came from
+        asked.append((tuple(at), step))
+        return 2.0 + np.full(len(at), step), np.zeros(len(at)), np.zeros(len(at), bool)
+
+    fd, err2, noise, n = refine(fd_at, hand, entries, at_h.copy(), err.copy(), straddles,
+                                rounding, h, 0.0, trunc)
+    assert n == 2 and [at for at, _ in asked] == [(1, 3)] * len(REFINE)
+    best = h / min(REFINE)
+    for i in (1, 3):
+        assert fd[i] == 2.0 + best and noise[i] == rounding / best and err2[i] == 0.0
+    assert (fd[0], fd[2], noise[0], err2[0]) == (1.0, 2.0, 0.5, 0.125)
+
+
 @pytest.mark.calibration
 def test_batch_norm_on_a_batch_of_3_passes_where_the_step_was_too_coarse():
     """The --seed 15 random sweep's problem 168, draw 3 (a 6-layer GELU net, batch norm
