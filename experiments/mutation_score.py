@@ -38,6 +38,8 @@ _REL64 = ("one of a, b not converted to float64: a - b with the other float64 is
           "either way")
 _FALSY = ("`low_open=False` or `high_open=False` -> None: the check reads it as a truth "
           "value, and None is false as False is")
+_IN_X64 = ("a float64 conversion -> the default dtype: the check runs inside enable_x64, "
+           "where the default float is float64")
 _TERM_NAME = ("a term of the allowance renamed: refine reads only `used`, which sums the "
               "terms whatever their names")
 _NAN = '`float("nan")` -> `float("NAN")`: the same NaN'
@@ -153,6 +155,34 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "finitediff.x_refine__mutmut_19": _TERM_NAME,
     "finitediff.x_refine__mutmut_20": _TERM_NAME,
     "finitediff.x_refine__mutmut_21": _TERM_NAME,
+    "gradcheck.x_check_grads__mutmut_52": _X64,
+    "gradcheck.x_check_grads__mutmut_54": _X64,
+    "gradcheck.x_check_grads__mutmut_58": _IN_X64,
+    "gradcheck.x_check_grads__mutmut_65": _IN_X64,
+    "gradcheck.x_check_grads__mutmut_67": _IN_X64,
+    "gradcheck.x_check_grads__mutmut_77":
+        "running statistics not converted to float64: the forward casts them to the params' "
+        "float64 where it uses them",
+    "gradcheck.x_check_grads__mutmut_79": "as the one before, with the dtype argument dropped",
+    "gradcheck.x_check_grads__mutmut_110": "`jit` ignored: " + _SPEED,
+    "gradcheck.x_check_grads__mutmut_196":
+        "`finfo(np.float64)` -> `finfo(None)`: numpy's default is float64",
+    "gradcheck.x_check_grads__mutmut_214":
+        "`max(..., initial=0.0)` -> `initial=None`: no leaf is empty (sizes are positive)",
+    "gradcheck.x_check_grads__mutmut_216": "`initial=0.0` dropped: as the one before",
+    "finitediff.x__kink_state__mutmut_12":
+        "kink state `z > k` -> `z >= k`: the two differ only when a stencil point lands exactly "
+        "on a kink and the centre does not; the activation is continuous there, so including "
+        "or leaving out that entry are both right",
+    "finitediff.x__kink_state__mutmut_21": _NO_STATE,
+    "finitediff.x__kink_state__mutmut_23": _NO_STATE,
+    "finitediff.x__kink_state__mutmut_26":
+        "kink states as floats instead of int32: `!=` compares them the same",
+    "finitediff.x_finite_differences__mutmut_15": _FD64,
+    "finitediff.x_finite_differences__mutmut_72":
+        "`fd_chunk_size(P, itemsize)` -> its default itemsize 8: float64's, the documented use",
+    "finitediff.x_finite_differences__mutmut_76": _FD64,
+    "finitediff.x_finite_differences__mutmut_79": _FD64,
     "optim.x__float__mutmut_5":
         "`canonicalize_dtype(jnp.float64)` -> `canonicalize_dtype(None)`: both are the "
         "default float, float64 with float64 enabled and float32 without",

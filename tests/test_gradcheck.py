@@ -425,6 +425,15 @@ def test_each_estimate_evaluates_only_the_offsets_its_formula_uses():
     assert points() == (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 
 
+def test_each_estimates_rounding_gain_is_the_sum_of_its_coefficients_at_h():
+    """How much an estimate at h amplifies rounding in f: the sum of its coefficients'
+    sizes, (1 + 8 + 8 + 1) / 12 centred and (3 + 4 + 1) / 2 one-sided."""
+    from mlp_jax.finitediff import weight_sum
+
+    np.testing.assert_allclose([weight_sum(n) for n in ("centred", "right", "left")],
+                               [1.5, 4.0, 4.0], rtol=1e-15)
+
+
 def test_candidates_centred_where_the_sides_agree_one_side_or_the_convention_on_a_kink():
     """finitediff.candidates, entry by entry, against its definition: a kink where the
     left and right estimates differ by more than both allowances together (each side's
