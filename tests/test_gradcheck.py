@@ -666,6 +666,26 @@ def test_refine_redoes_only_entries_over_their_allowance_and_keeps_the_smallest_
     assert (fd[0], fd[2], noise[0], err2[0]) == (1.0, 2.0, 0.5, 0.125)
 
 
+def test_redone_entries_use_the_checks_own_hyperparameters_key_and_statistics():
+    """h = 0.3 is far outside finite differences' asymptotic regime on these small tanh
+    nets, so check_grads redoes some entries at smaller steps (report.refined); the
+    estimates redone must use the same hyperparameters, dropout key and running
+    statistics as the rest (here a reg not the spec's, dropout, and batch norm by running
+    statistics), or the redone entries contradict the right gradient."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)) * 3, rng.integers(0, 3, 6)
+    spec = mj.MLPSpec((3, 5, 3), activation="tanh", reg=0.1, dropout=0.3)
+    params = mj.init_params(jax.random.key(0), spec)
+    hyper = spec.hyper()._replace(reg=0.7)
+    report = mj.check_grads(params, x, y, spec, h=0.3, hyper=hyper, key=jax.random.key(1))
+    assert report.passed and report.refined > 0 and report.h == 0.3, str(report)
+    spec = mj.MLPSpec((3, 5, 3), activation="tanh", norm="batchnorm")
+    params = mj.init_params(jax.random.key(0), spec)
+    stats = (dict(mean=rng.normal(size=5), var=rng.uniform(0.5, 2, 5)),)
+    report = mj.check_grads(params, x, y, spec, h=0.3, stats=stats)
+    assert report.passed and report.refined > 0, str(report)
+
+
 @pytest.mark.calibration
 def test_batch_norm_on_a_batch_of_3_passes_where_the_step_was_too_coarse():
     """The --seed 15 random sweep's problem 168, draw 3 (a 6-layer GELU net, batch norm
