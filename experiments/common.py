@@ -20,15 +20,10 @@ RESULTS = os.environ.get("MLP_JAX_RESULTS") or COMMITTED
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# What a ``python -c CODE`` child runs first, so that it too ends with its starter without
-# importing mlp_jax (and jax: the benchmark times scikit-learn's job and the bare floor
-# in such children): the kernel's PR_SET_PDEATHSIG, as ``mlp_jax.lifetime.die_with_parent``
-DIE_WITH_STARTER = """import ctypes as _c, os as _o, sys as _s
-if _s.platform == "linux":
-    _c.CDLL(None).prctl(1, 9)
-    if str(_o.getppid()) != _o.environ["MLP_JAX_PARENT"]:
-        _o._exit(1)
-"""
+# What a ``python -c CODE`` child runs first, so that it too ends with its starter
+# (mlp_jax.lifetime imports neither jax nor numpy: the benchmark times scikit-learn's job
+# and the bare floor in such children)
+DIE_WITH_STARTER = "from mlp_jax.lifetime import end_with_starter\nend_with_starter()\n"
 
 
 def run_python(args: list[str], start=subprocess.run, **options):

@@ -144,9 +144,9 @@ time.sleep(600)
 
 
 def test_an_experiments_bare_python_child_ends_with_it():
-    """An experiment's ``python -c`` child (the benchmark's scikit-learn job and floor:
-    they import no mlp_jax, so they cannot call end_with_starter) ends when the experiment
-    is SIGKILLed."""
+    """An experiment's ``python -c`` child (the benchmark's scikit-learn job and floor,
+    whose code does not call end_with_starter itself) ends when the experiment is
+    SIGKILLed."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     starter = subprocess.Popen([sys.executable, "-c", EXPERIMENT], cwd=root,
                                stdout=subprocess.PIPE, text=True)
