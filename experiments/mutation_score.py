@@ -214,8 +214,12 @@ def changed_patterns(changed: list[str], mutated: list[str]) -> list[str]:
 def rerun_changed(base: str) -> dict[str, int | None]:
     """``mutmut run`` on every mutant of the mutated modules that differ from BASE
     (committed or not); returns the results of those modules only."""
-    diff = subprocess.run(["git", "diff", "--name-only", base, "--"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.split()
+    git = subprocess.run(["git", "diff", "--name-only", base, "--"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if git.returncode:
+        raise SystemExit(f"--changed {base}: git cannot compare with it: "
+                         f"{git.stderr.strip().splitlines()[0]}")
+    diff = git.stdout.split()
     patterns = changed_patterns(diff, mutated_modules())
     if not patterns:
         raise SystemExit(f"no mutated module changed since {base}")
@@ -228,6 +232,8 @@ def rerun_changed(base: str) -> dict[str, int | None]:
 
 if __name__ == "__main__":
     changed = "--changed" in sys.argv
+    if changed and sys.argv[-1] == "--changed":
+        raise SystemExit("--changed needs the commit to compare with, e.g. --changed main")
     codes = rerun_changed(sys.argv[sys.argv.index("--changed") + 1]) if changed else load()
     if not codes:
         raise SystemExit("no mutmut results in mutants/: run `mutmut run` first")
