@@ -40,6 +40,10 @@ _IN_X64 = ("a float64 conversion -> the default dtype: the check runs inside ena
 _TERM_NAME = ("a term of the allowance renamed: refine reads only `used`, which sums the "
               "terms whatever their names")
 _NAN = '`float("nan")` -> `float("NAN")`: the same NaN'
+_PROMOTED = ("one operand's float64 conversion dropped: the other is float64, and numpy "
+             "promotes the difference and the sum to float64, where both casts are exact")
+_CALLERS64 = ("a float64 conversion dropped: every caller passes float64 arrays (check_grads' "
+              "leaves, check_derivative's float64 Jacobians), where it was a no-op")
 EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
     "activations.x_elu__mutmut_9": "ELU `z > 0` -> `z > 1` in the overflow guard: " + _GUARD,
     "activations.x_elu__mutmut_10": "ELU guard's 0.0 -> 1.0: " + _GUARD,
@@ -136,6 +140,33 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
         "default float, float64 with float64 enabled and float32 without",
     "passrule.xǁComparisonǁnone__mutmut_22": _NAN,
     "passrule.xǁComparisonǁnone__mutmut_25": _NAN,
+    "passrule.x_rel_error__mutmut_3": _PROMOTED,
+    "passrule.x_rel_error__mutmut_5": _PROMOTED,
+    "passrule.x_rel_error__mutmut_7": _PROMOTED,
+    "passrule.x_rel_error__mutmut_9": _PROMOTED,
+    "passrule.x_judge__mutmut_17":
+        "`sum(terms) if terms else zeros` -> always the sum: of no terms it is 0, which "
+        "broadcasts as the zeros would (and 0 divides the same)",
+    "passrule.xǁComparisonǁbest__mutmut_47":
+        "entries left out marked -2 rather than -1 before the argmax: any entry's share is "
+        "0 or more (or NaN, inf), so either mark loses",
+    "finitediff.x_pick_entries__mutmut_23":
+        "`fd_entries >= n` -> `>`: at fd_entries == n a draw of n of n entries, sorted, is "
+        "every entry, as arange is (only later leaves' draws change, still uniform ones)",
+    "finitediff.x_pick_entries__mutmut_27":
+        "`replace=False` -> `replace=None`: numpy reads it as a truth value",
+    "finitediff.x_chunk_size__mutmut_1":
+        "the default itemsize 8 -> 9: only the size of the chunks changes, not what each "
+        "probe computes (the last chunk is padded either way)",
+    "finitediff.x_chunk_size__mutmut_13":
+        "`//` -> `/` inside `int(max(1, ...))`: int() truncates a positive quotient as // does",
+    "finitediff.x_stencil__mutmut_4":
+        "offsets in the default dtype, not x's: both callers run the stencil on float64 x "
+        "inside enable_x64, where the default is float64",
+    "finitediff.x_stencil__mutmut_6": "as the one before, with the dtype argument dropped",
+    "gradcheck.x__all_three__mutmut_64":
+        "the second cotangent 1/3 -> 2/3: twice 1/3 exactly, so its backward pass is twice "
+        "1/3's to the bit (scaling by 2 is exact), the same rounding measured",
 }
 
 

@@ -143,6 +143,29 @@ def test_hand_backprop_passes_the_gradient_check_in_both_modes(act, loss_name):
     assert "norm=batchnorm (running statistics)" in report.spec_summary
 
 
+def test_in_training_mode_the_checks_leave_running_statistics_alone():
+    """A key makes check_grads check training mode, where batch norm normalizes by the
+    batch's own statistics: running statistics given beside it change nothing, the
+    report is the one without them (the public loss and backprop, given stats= in
+    training, return them updated beside the loss: the checks must not take those
+    tuples for the loss). The same for finite differences in training mode."""
+    spec = mj.MLPSpec((4, 6, 3), activation="tanh", norm="batchnorm")
+    params = _perturbed(spec, seed=2)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(5, 4)), labels_for(spec, 5, rng)
+    stats = (dict(mean=rng.normal(size=6), var=rng.uniform(0.5, 2, 6)),)
+    key = jax.random.key(0)
+    without = mj.check_grads(params, x, y, spec, key=key)
+    given = mj.check_grads(params, x, y, spec, key=key, stats=stats)
+    assert given.passed and str(given) == str(without)
+    with jax.enable_x64(True):
+        params, x = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (params, x))
+        fd = [mj.finite_differences(params, x, y, spec, train=True, entries=np.arange(30),
+                                    **kw) for kw in ({}, {"stats": stats})]
+    for a, b in zip(*fd, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_gradient_check_refuses_a_batch_of_2_and_passes_3():
     """At N=2 every gradient below a batch-norm layer is nearly 0 and the three references
     disagree in their rounding (random sweep seed 14's 9 false alarms, e.g. this identity

@@ -4,7 +4,9 @@ import dataclasses
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -286,6 +288,74 @@ def test_richardson_estimate_bounds_the_stencil_error(x64):
     np.testing.assert_allclose(np.asarray(err)[big], true_err[big], rtol=0.03)
 
 
+def _rebuilt(params, x, y, spec, h=1e-3, hyper=None, key=None, train=True, stats=None):
+    """Every leaf's comparisons (vs jax.grad, vs finite differences) rebuilt from the module
+    docstring's rule (see the test below), float64 inputs, inside ``jax.enable_x64``;
+    entries the estimate at h contradicts redone by ``finitediff.refine`` (tested at its
+    edges apart) at ``h / REFINE``."""
+    kw = dict(hyper=spec.hyper() if hyper is None else hyper, key=key, train=train,
+              stats=stats)
+    loss_ad, auto = jax.value_and_grad(mj.loss)(params, x, y, spec, **kw)
+    hand = mj.backprop(params, x, y, spec, **kw)[1]
+    s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, **kw), params)
+    s = np.asarray(s)
+    eps = np.finfo(np.float64).eps
+    (rounding,) = pullback(jnp.asarray(eps * (1.0 + np.abs(s)) / len(s)))
+    loss_pullback = jax.vjp(lambda p: mj.loss(p, x, y, spec, **kw), params)[1]
+    # scaled back in jax as check_grads does (XLA divides by a constant as a product
+    # with its reciprocal, which rounds otherwise than numpy's division)
+    back = [jax.tree.map(lambda g, a, c=c: jnp.abs(g / c - a), loss_pullback(
+        jnp.asarray(c))[0], auto) for c in (3.0, 1 / 3)]
+    leaves = jax.tree.leaves(params)
+    P = sum(a.size for a in leaves)
+    fd, err, straddle = mj.finite_differences(params, x, y, spec, h=h, entries=jnp.arange(P),
+                                              **kw)
+    magnitude = abs(float(loss_ad)) + np.abs(s).sum(1).mean()
+    fd, err, noise, _ = refine(
+        lambda at, step: mj.finite_differences(params, x, y, spec, h=step, entries=at, **kw),
+        ravel_pytree(hand)[0], np.arange(P), fd, err, np.asarray(straddle),
+        gc.RULE.fd_noise * eps * magnitude, h, gc.RULE.tol_fd, gc.RULE.fd_trunc)
+    fd, err, noise, straddle = (np.split(np.asarray(a), np.cumsum([a.size for a in
+                                leaves])[:-1]) for a in (fd, err, noise, straddle))
+    rebuilt, i = [], 0
+    for layer, p in enumerate(params):
+        S = max(np.abs(np.asarray(a)).max() for a in auto[layer].values())
+        R = max(np.abs(np.asarray(a)).max() for a in rounding[layer].values())
+        B = max(np.asarray(b[layer][j]).max() for b in back for j in auto[layer])
+        for k in sorted(p):  # as jax.tree.leaves
+            hl, al = np.asarray(hand[layer][k]), np.asarray(auto[layer][k])
+            ad = Comparison.of(hl, al, gc.RULE.tol_autodiff,
+                               {"floor": gc.RULE.floor_autodiff * S,
+                                "noise": gc.RULE.ad_noise * R,
+                                "backward": gc.RULE.ad_backward * B})
+            fdc = Comparison.of(hl, fd[i].reshape(hl.shape), gc.RULE.tol_fd,
+                                {"noise": noise[i].reshape(hl.shape),
+                                 "trunc": gc.RULE.fd_trunc * err[i].reshape(hl.shape)},
+                                ~straddle[i].reshape(hl.shape))
+            measured = np.maximum(*(np.asarray(b[layer][k]) for b in back))
+            rebuilt.append(Rebuilt(f"{k}{layer + 1}", hl.shape, int(straddle[i].sum()), ad, fdc,
+                                   measured))
+            i += 1
+    return rebuilt
+
+
+class Rebuilt(NamedTuple):
+    name: str
+    shape: tuple
+    kinks: int
+    autodiff: Comparison
+    fd: Comparison
+    backward: np.ndarray  # jax.grad's backward rounding, measured entry by entry
+
+
+def _assert_same(got, want, name):
+    """A report's comparison equals the rebuilt one (to rounding in the division)."""
+    assert got.used == pytest.approx(want.used, rel=1e-9), name
+    assert got.absolute_used == pytest.approx(want.absolute_used, rel=1e-9, abs=1e-300)
+    assert (got.decided, got.worst_index, got.checked) == \
+        (want.decided, want.worst_index, want.checked), name
+
+
 def test_report_applies_the_documented_rule_entry_by_entry():
     """Every leaf's verdict rebuilt here from the module docstring's rule: vs jax.grad,
     floor x S (S the layer's largest |jax.grad| entry, W and b together) + noise x R (R the
@@ -306,50 +376,22 @@ def test_report_applies_the_documented_rule_entry_by_entry():
         hyper = spec.hyper()._replace(reg=reg)
         report = mj.check_grads(params, x, y, spec, hyper=hyper, key=key, h=h, jit=False)
         kw = dict(hyper=hyper, key=key, train=True)
-        loss_hand, hand = mj.backprop(params, x, y, spec, **kw)
-        loss_ad, auto = jax.value_and_grad(mj.loss)(params, x, y, spec, **kw)
-        s, pullback = jax.vjp(lambda p: mj.forward(p, x, spec, key=key, train=True), params)
-        s = np.asarray(s)
-        eps = np.finfo(np.float64).eps
-        (rounding,) = pullback(jnp.asarray(eps * (1.0 + np.abs(s)) / len(s)))
-        loss_pullback = jax.vjp(lambda p: mj.loss(p, x, y, spec, **kw), params)[1]
-        # scaled back in jax as check_grads does (XLA divides by a constant as a product
-        # with its reciprocal, which rounds otherwise than numpy's division)
-        back = [jax.tree.map(lambda g, a, c=c: jnp.abs(g / c - a), loss_pullback(
-            jnp.asarray(c))[0], auto) for c in (3.0, 1 / 3)]
-        P = ravel_pytree(params)[0].size
-        fd, err, straddle = mj.finite_differences(params, x, y, spec, h=h, entries=jnp.arange(P),
-                                                  **kw)
-    assert report.passed, str(report)
+        loss_hand = mj.backprop(params, x, y, spec, **kw)[0]
+        loss_ad = mj.loss(params, x, y, spec, **kw)
+        rebuilt = _rebuilt(params, x, y, spec, h, **kw)
+        backward = gc._all_three(params, x, y, spec, hyper, key, True, None, h,
+                                 jnp.arange(1))[-1]  # its measurement, entry by entry
+    assert report.passed and report.refined == 0, str(report)
     assert (report.loss_hand, report.loss_autodiff) == (float(loss_hand), float(loss_ad))
-    noise = gc.RULE.fd_noise * eps * (abs(float(loss_ad)) + np.abs(s).sum(1).mean()) / h
-    fd, err, straddle = (np.split(np.asarray(a), np.cumsum([a.size for a in
-                         jax.tree.leaves(params)])[:-1]) for a in (fd, err, straddle))
-    names = [f"{k}{i}" for i, layer in enumerate(params, start=1) for k in sorted(layer)]
-    assert [leaf.name for leaf in report.leaves] == names
-    for i, leaf in enumerate(report.leaves):
-        layer = int(leaf.name[1:]) - 1
-        S = max(np.abs(np.asarray(a)).max() for a in auto[layer].values())
-        R = max(np.abs(np.asarray(a)).max() for a in rounding[layer].values())
-        B = max(np.asarray(b[layer][k]).max() for b in back for k in auto[layer])
-        k = leaf.name[0]
-        hl, al = np.asarray(hand[layer][k]), np.asarray(auto[layer][k])
-        want_ad = Comparison.of(hl, al, gc.RULE.tol_autodiff,
-                                {"floor": gc.RULE.floor_autodiff * S,
-                                 "noise": gc.RULE.ad_noise * R,
-                                 "backward": gc.RULE.ad_backward * B})
-        want_fd = Comparison.of(hl, fd[i].reshape(hl.shape), gc.RULE.tol_fd,
-                                {"noise": noise,
-                                 "trunc": gc.RULE.fd_trunc * err[i].reshape(hl.shape)},
-                                ~straddle[i].reshape(hl.shape))
-        for got, want in ((leaf.autodiff, want_ad), (leaf.fd, want_fd)):
+    assert [leaf.name for leaf in report.leaves] == [want.name for want in rebuilt]
+    for leaf, want in zip(report.leaves, rebuilt):
+        for got, expected in ((leaf.autodiff, want.autodiff), (leaf.fd, want.fd)):
             assert got.used > 0 or got.checked == 0, leaf.name  # every compared entry differs
-            assert got.used == pytest.approx(want.used, rel=1e-9), leaf.name
-            assert got.absolute_used == pytest.approx(want.absolute_used, rel=1e-9, abs=1e-300)
-            assert (got.decided, got.worst_index, got.checked) == \
-                (want.decided, want.worst_index, want.checked), leaf.name
-        assert leaf.kink_entries == straddle[i].sum() and leaf.fd_entries == hl.size
-        assert leaf.shape == hl.shape
+            _assert_same(got, expected, leaf.name)
+        assert leaf.kink_entries == want.kinks and leaf.shape == want.shape
+        layer, k = int(leaf.name[1:]) - 1, leaf.name[0]
+        np.testing.assert_allclose(backward[layer][k], want.backward, rtol=1e-12, atol=0)
+        assert leaf.fd_entries == np.prod(want.shape)
     assert report.kink_entries > 0
 
 
@@ -666,19 +708,43 @@ def test_refine_redoes_only_entries_over_their_allowance_and_keeps_the_smallest_
     assert (fd[0], fd[2], noise[0], err2[0]) == (1.0, 2.0, 0.5, 0.125)
 
 
+def test_of_steps_whose_error_bars_tie_the_largest_wins():
+    """Ties between the smaller steps' error bars go to the largest step (the first tried,
+    least rounding): with h = 1000 x 2^-20 every step and rounding / step is exact, and
+    an estimate at h/10 with a Richardson estimate of 45/4 has the bar 5 + 4 x 45/4 = 50,
+    as the one at h/100 with none (50 + 0)."""
+    h, rounding, trunc = 1000 * 2.0**-20, 500 * 2.0**-20, 4.0
+    err_at = {h / 10: 45 / 4, h / 100: 0.0, h / 1000: 0.0}
+
+    def fd_at(at, step):
+        return np.full(len(at), step), np.full(len(at), err_at[step]), np.zeros(len(at), bool)
+
+    fd, err, noise, n = refine(fd_at, np.array([2.0]), np.arange(1), np.array([0.5]),
+                               np.array([0.125]), np.zeros(1, bool), rounding, h, 0.0, trunc)
+    assert n == 1 and (fd[0], err[0], noise[0]) == (h / 10, 45 / 4, 5.0)
+
+
 def test_redone_entries_use_the_checks_own_hyperparameters_key_and_statistics():
-    """h = 0.3 is far outside finite differences' asymptotic regime on these small tanh
-    nets, so check_grads redoes some entries at smaller steps (report.refined); the
+    """h = 1 and 0.3 are far outside finite differences' asymptotic regime on these small
+    tanh nets, so check_grads redoes some entries at smaller steps (report.refined); the
     estimates redone must use the same hyperparameters, dropout key and running
     statistics as the rest (here a reg not the spec's, dropout, and batch norm by running
-    statistics), or the redone entries contradict the right gradient."""
+    statistics), or the redone entries contradict the right gradient; and each must come
+    from the step it is judged at (at h = 1 the whole of b1 is redone: its worst entry's
+    share shows the step)."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(6, 3)) * 3, rng.integers(0, 3, 6)
     spec = mj.MLPSpec((3, 5, 3), activation="tanh", reg=0.1, dropout=0.3)
     params = mj.init_params(jax.random.key(0), spec)
     hyper = spec.hyper()._replace(reg=0.7)
-    report = mj.check_grads(params, x, y, spec, h=0.3, hyper=hyper, key=jax.random.key(1))
-    assert report.passed and report.refined > 0 and report.h == 0.3, str(report)
+    report = mj.check_grads(params, x, y, spec, h=1.0, hyper=hyper, key=jax.random.key(1))
+    assert report.passed and report.refined > 0 and report.h == 1.0, str(report)
+    with jax.enable_x64(True):
+        f64 = partial(jnp.asarray, dtype=jnp.float64)
+        rebuilt = _rebuilt(jax.tree.map(f64, params), f64(x), y, spec, 1.0,
+                           jax.tree.map(f64, hyper), jax.random.key(1))
+    for leaf, want in zip(report.leaves, rebuilt, strict=True):
+        _assert_same(leaf.fd, want.fd, leaf.name)
     spec = mj.MLPSpec((3, 5, 3), activation="tanh", norm="batchnorm")
     params = mj.init_params(jax.random.key(0), spec)
     stats = (dict(mean=rng.normal(size=5), var=rng.uniform(0.5, 2, 5)),)
@@ -725,6 +791,27 @@ def test_a_gradient_zero_by_symmetry_is_judged_by_jax_grads_measured_rounding():
                          mj.losses.BINARY_PM1, mj.losses.HINGE.kink_state)
     wrong = mj.check_grads(params, x, y, dataclasses.replace(spec, loss=off))
     assert not wrong.passed, str(wrong)
+
+
+def test_a_rule_of_a_relative_tolerance_alone():
+    """No absolute terms: each entry is allowed rtol (|hand| + |ref|), here 1/4 x 4.5 for
+    the entry 2 vs 2.5 (used 0.5 / 1.125 = 4/9), none of it beyond the relative term."""
+    c = Comparison.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]), 0.25, {})
+    assert (c.decided, c.worst_index, c.absolute_used) == ("rtol", (1,), 0.0)
+    assert c.used == pytest.approx(4 / 9, rel=1e-15)
+
+
+def test_comparisons_of_low_precision_arrays_are_computed_in_float64():
+    """float32 hand and reference values are judged exactly as their float64 values are
+    (the differences and allowances of float32 numbers rounded in float32 would not be)."""
+    rng = np.random.default_rng(0)
+    hand = rng.normal(size=50).astype(np.float32)
+    ref = (hand * (1 + 1e-3 * rng.normal(size=50))).astype(np.float32)
+    terms = {"noise": np.float32(1e-4)}
+    got = Comparison.of(hand, ref, 1e-3, terms)
+    want = Comparison.of(hand.astype(np.float64), ref.astype(np.float64), 1e-3,
+                         {"noise": np.float64(np.float32(1e-4))})
+    assert got == want
 
 
 def test_an_entry_allowed_nothing_is_decided_by_none():
