@@ -42,8 +42,10 @@ _TERM_NAME = ("a term of the allowance renamed: refine reads only `used`, which 
 _NAN = '`float("nan")` -> `float("NAN")`: the same NaN'
 _PROMOTED = ("one operand's float64 conversion dropped: the other is float64, and numpy "
              "promotes the difference and the sum to float64, where both casts are exact")
-_CALLERS64 = ("a float64 conversion dropped: every caller passes float64 arrays (check_grads' "
-              "leaves, check_derivative's float64 Jacobians), where it was a no-op")
+_DEFAULT64 = ("in the default dtype, not their float64 operand's: both checkers difference "
+              "in float64 inside enable_x64, where the default is float64")
+_ONE_CHUNK = ("chunk 1 of a single chunk (the branch for one): jax clamps the index to "
+              "chunk 0")
 EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
     "activations.x_elu__mutmut_9": "ELU `z > 0` -> `z > 1` in the overflow guard: " + _GUARD,
     "activations.x_elu__mutmut_10": "ELU guard's 0.0 -> 1.0: " + _GUARD,
@@ -160,10 +162,12 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
         "probe computes (the last chunk is padded either way)",
     "finitediff.x_chunk_size__mutmut_13":
         "`//` -> `/` inside `int(max(1, ...))`: int() truncates a positive quotient as // does",
-    "finitediff.x_stencil__mutmut_4":
-        "offsets in the default dtype, not x's: both callers run the stencil on float64 x "
-        "inside enable_x64, where the default is float64",
-    "finitediff.x_stencil__mutmut_6": "as the one before, with the dtype argument dropped",
+    "finitediff.x_stencil__mutmut_4": "the stencil's offsets " + _DEFAULT64,
+    "finitediff.x_stencil__mutmut_6": "the stencil's offsets " + _DEFAULT64,
+    "finitediff.x_stencil__mutmut_75": _ONE_CHUNK,
+    "finitediff.x_stencil__mutmut_77": _ONE_CHUNK,
+    "finitediff.x_estimate__mutmut_26": "the estimate's weights " + _DEFAULT64,
+    "finitediff.x_estimate__mutmut_28": "the estimate's weights " + _DEFAULT64,
     "gradcheck.x__all_three__mutmut_64":
         "the second cotangent 1/3 -> 2/3: twice 1/3 exactly, so its backward pass is twice "
         "1/3's to the bit (scaling by 2 is exact), the same rounding measured",

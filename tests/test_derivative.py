@@ -164,6 +164,21 @@ def test_fd_entries_picks_that_many_per_input_leaf_and_refuses_nonsense():
             mj.check_derivative(f, x, W, fd_entries=bad)
 
 
+def test_more_input_entries_than_a_chunk_are_differenced_in_chunks_that_line_up():
+    """100 input entries: finite differences in two eager chunks of 64 (the second padded),
+    stitched back in order: every entry's estimate is its own (a right rule passes), and a
+    rule 1% off at entry 90 alone, in the second chunk, is found there."""
+    x = jnp.asarray(3 * np.random.default_rng(0).normal(size=100), jnp.float32)
+    assert mj.derivative.FD_CHUNK == 64 and x.size <= mj.derivative.FD_ALL
+
+    def vjp(x, g, off=1.0):
+        return g * jax.nn.sigmoid(x) * jnp.where(jnp.arange(100) == 90, off, 1.0)
+    report = mj.check_derivative(softplus.fun, x, vjp=vjp)
+    assert report.passed and report.blocks[0].fd_entries == 100, str(report)
+    report = mj.check_derivative(softplus.fun, x, vjp=lambda x, g: vjp(x, g, 1.01))
+    assert not report.passed and report.blocks[0].fd.worst_index == (90, 90), str(report)
+
+
 @pytest.mark.calibration
 def test_a_large_input_is_checked_by_projections_and_still_catches_an_error():
     rng = np.random.default_rng(0)
