@@ -75,6 +75,11 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "network.x_forward_with_cache__mutmut_44":
         "input noise added when its std is 0 too: x + 0 * noise is x",
     "gradcheck.x_check_grads__mutmut_5": "`jit` defaults to False: " + _SPEED,
+    "backprop.x_backprop_and_stats__mutmut_63":
+        "`need_dx=layer > 0` dropped: the first layer's input gradient is computed too, "
+        "then never used (the loop stops there): the same numbers, a little slower",
+    "backprop.x_backprop_and_stats__mutmut_68": "`layer > 0` -> `layer >= 0` there: as the "
+                                               "one before",
     "optim.x_constant__mutmut_4": _FALSY,
     "optim.x_step_decay__mutmut_4": _FALSY,
     "optim.x_step_decay__mutmut_17": _FALSY,

@@ -85,6 +85,9 @@ def test_forward_in_both_modes_matches_the_papers_algorithms(x64):
     np.testing.assert_allclose(mj.forward(params, x[:1], spec, stats=stats), expected_eval[:1],
                                rtol=1e-12, atol=1e-12)
     assert not np.allclose(mj.forward(params, x[:3], spec, train=True), expected[:3])
+    # a batch of 2, the smallest training allows, is normalized by its own statistics too
+    np.testing.assert_allclose(mj.forward(params, x[:2], spec, train=True),
+                               _numpy_forward(params, x[:2])[0], rtol=1e-12, atol=1e-12)
 
 
 def test_running_statistics_after_k_steps_equal_numpys_exponential_averages(x64):
@@ -226,9 +229,13 @@ def test_a_constant_feature_normalizes_to_beta_and_stays_finite(x64):
 def test_a_batch_of_one_is_an_error_that_says_why():
     spec = mj.MLPSpec((2, 8, 3), norm="batchnorm")
     params = mj.init_params(jax.random.key(0), spec)
-    with pytest.raises(ValueError, match="at least 2 examples per batch; got 1: one example "
-                                         "has variance 0"):
+    with pytest.raises(ValueError) as e:
         mj.backprop(params, np.ones((1, 2)), np.array([0]), spec, train=True)
+    assert str(e.value) == (
+        "batch norm in training mode needs at least 2 examples per batch; got 1: one "
+        "example has variance 0, so every unit would be normalized to its beta and nothing "
+        "would be learned from x (for one example, use evaluation mode with the running "
+        "statistics, or layer norm)")
     ds = data.spiral(points_per_class=20)  # 60 examples: batches of 59 leave one
     with pytest.raises(ValueError, match=r"the last minibatch of each epoch \(60 % 59 = 1 "
                                          r"examples\) is a batch of 1"):
