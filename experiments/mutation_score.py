@@ -44,6 +44,8 @@ _PROMOTED = ("one operand's float64 conversion dropped: the other is float64, an
              "promotes the difference and the sum to float64, where both casts are exact")
 _DEFAULT64 = ("in the default dtype, not their float64 operand's: both checkers difference "
               "in float64 inside enable_x64, where the default is float64")
+_ONE_ROW = ("indexes row 1 of the batch's mean or variance, a one-row array (kept 2-D), which "
+            "jax clamps to row 0")
 _ONE_CHUNK = ("chunk 1 of a single chunk (the branch for one): jax clamps the index to "
               "chunk 0")
 EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input tells it apart
@@ -72,6 +74,8 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "network.x__check_key__mutmut_2":
         "`key is None or ...` -> `key is None and ...`: None, ints and floats have no dtype, "
         "so the last clause refuses them anyway",
+    "network.x_forward_with_cache__mutmut_121": _ONE_ROW,
+    "network.x_forward_with_cache__mutmut_122": _ONE_ROW,
     "network.x_forward_with_cache__mutmut_44":
         "input noise added when its std is 0 too: x + 0 * noise is x",
     "gradcheck.x_check_grads__mutmut_5": "`jit` defaults to False: " + _SPEED,

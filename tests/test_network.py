@@ -479,6 +479,35 @@ def test_training_mode_draws_noise_and_each_layers_mask_from_its_own_key():
                                   mj.forward(mj.init_params(key, plain), x, plain))
 
 
+def test_what_the_spec_lacks_a_hyper_cannot_add():
+    """spec.py's contract: a spec with dropout 0 has no dropout in its program, whatever a
+    Hyper says, and likewise input noise; a Hyper's value for what the spec lacks changes
+    nothing."""
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    key = jax.random.key(7)
+    for has, lacks in (("dropout", "input_noise"), ("input_noise", "dropout")):
+        spec = mj.MLPSpec((4, 6, 3), activation="tanh", **{has: 0.3})
+        params = mj.init_params(jax.random.key(0), spec)
+        np.testing.assert_array_equal(
+            mj.forward(params, x, spec, hyper=spec.hyper()._replace(**{lacks: 0.5}), key=key,
+                       train=True),
+            mj.forward(params, x, spec, key=key, train=True))
+
+
+def test_hyperparameters_as_float32_arrays_keep_a_half_precision_forward_in_its_dtype():
+    """A sweep passes each Hyper as float32 arrays (one entry per configuration); in a
+    bfloat16 network the noise std is cast to bfloat16 where it is used, so the noisy input
+    and the scores stay bfloat16."""
+    spec = mj.MLPSpec((4, 6, 3), activation="tanh", dropout=0.2, input_noise=0.2,
+                      dtype="bfloat16")
+    params = mj.init_params(jax.random.key(0), spec)
+    hyper = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), spec.hyper())
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    scores, cache = mj.network.forward_with_cache(params, x, spec, hyper=hyper,
+                                                  key=jax.random.key(1), train=True)
+    assert scores.dtype == cache[0]["x"].dtype == jnp.bfloat16
+
+
 @pytest.mark.parametrize("kwargs", [dict(activation="tanh", input_noise=0.3, dropout=0.2),
                                     dict(activation="maxout", bias=False, input_noise=0.3)])
 def test_check_grads_with_input_noise(kwargs):
