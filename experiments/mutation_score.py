@@ -60,8 +60,6 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
     "layers.x_affine__mutmut_9": _UPPER,
     "layers.x_affine_backward__mutmut_10": _UPPER,
     "layers.x_affine_backward__mutmut_27": _UPPER,
-    "losses.x__correct_class_score__mutmut_6":
-        "`axis=1` dropped: take_along_axis's default axis -1 is axis 1 of (N, C) scores",
     "losses.x__logsumexp__mutmut_23": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
     "losses.x__softmax_value__mutmut_7": "`[:, 0]` -> `[:, 1]` " + _ONE_COLUMN,
     "losses.x__svm_margins__mutmut_17":
@@ -76,8 +74,6 @@ EQUIVALENT = {  # mutmut's name (without the "mlp_jax." prefix) -> why no input 
         "so the last clause refuses them anyway",
     "network.x_forward_with_cache__mutmut_121": _ONE_ROW,
     "network.x_forward_with_cache__mutmut_122": _ONE_ROW,
-    "network.x_forward_with_cache__mutmut_44":
-        "input noise added when its std is 0 too: x + 0 * noise is x",
     "gradcheck.x_check_grads__mutmut_5": "`jit` defaults to False: " + _SPEED,
     "backprop.x_backprop_and_stats__mutmut_63":
         "`need_dx=layer > 0` dropped: the first layer's input gradient is computed too, "
