@@ -58,6 +58,8 @@ class Comparison:
     reference: float
     checked: int  # entries compared
     absolute_used: float
+    undecided: int = 0  # entries within their allowance only through the reference's own
+    # error bar (the ``bars`` terms), where it is larger than the rest: no verdict there
 
     @staticmethod
     def of(hand: np.ndarray, ref: np.ndarray, rtol: float, absolute: dict,
@@ -71,11 +73,13 @@ class Comparison:
         return Comparison(0.0, 0.0, "-", (), float("nan"), float("nan"), 0, 0.0)
 
     @staticmethod
-    def best(hand: np.ndarray, candidates: list, include: np.ndarray | None = None
-             ) -> Comparison:
+    def best(hand: np.ndarray, candidates: list, include: np.ndarray | None = None,
+             bars: tuple[str, ...] = ()) -> Comparison:
         """The rule against several estimates of the same reference, ``(ref, rtol,
         absolute)`` each: every entry is judged by the one it fits best (finite
-        differences' centred and one-sided estimates, where a kink may spoil some)."""
+        differences' centred and one-sided estimates, where a kink may spoil some).
+        ``bars`` names the terms that are the reference's own error: an entry that
+        passes with them larger than the rest of its allowance is counted undecided."""
         include = np.ones(hand.shape, bool) if include is None else include
         if not include.any():
             return Comparison.none()
@@ -86,12 +90,20 @@ class Comparison:
         used = np.where(include, used, -1.0)
         i = np.unravel_index(int(np.argmax(used)), used.shape)
         terms = judged[pick[i]][2]
+        undecided = 0
+        if bars:  # decided where some estimate's own error bar is within the rest
+            decisive = np.zeros(hand.shape, bool)
+            for (ref_c, _, _), (_, _, t) in zip(candidates, judged):
+                bar = sum(v for k, v in t.items() if k in bars)
+                rest = sum(v for k, v in t.items() if k not in bars)
+                decisive |= np.isfinite(ref_c) & (bar <= rest)
+            undecided = int(np.sum(include & (used <= 1.0) & ~decisive))
         return Comparison(
             rel_error(hand[include], ref[include]), float(used[i]),
             max(terms, key=lambda k: terms[k][i]) if any(t[i] > 0 for t in terms.values())
             else "none", tuple(int(j) for j in i),
             float(hand[i]), float(ref[i]), int(include.sum()),
-            float(np.max(np.where(include, need, 0.0))))
+            float(np.max(np.where(include, need, 0.0))), undecided)
 
     @property
     def passed(self) -> bool:
