@@ -252,7 +252,7 @@ def _check(prob, f, vjp, jvp, P, ref_name, fd_fun, opts: Options, name, order=1)
     if stated:
         own["stated"] = opts.rtol * scale_of + opts.atol
     if opts.repeats > 1:
-        own["spread"] = spread_of
+        own["nondet"] = spread_of
     blocks = []
     for rname, rs, rshape in rows:
         for cname, cs, cshape in cols:
