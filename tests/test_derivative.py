@@ -266,7 +266,9 @@ def test_cli_checks_a_users_file(tmp_path, wrong):
     (["--function", "nomodule_xyz:f", "--shapes", "3"], "cannot import nomodule_xyz"),
     (["--function", "math:nothing", "--shapes", "3"], "math has no nothing"),
     (["--function", "math:sqrt"], "--function needs --shapes"),
-    (["--shapes", "3"], "--shapes and --dtype go with --function"),
+    (["--shapes", "3"], "--shapes, --dtype, --rtol, --atol, --order, --no-batched and "
+                        "--repeats go with --function"),
+    (["--order", "2"], "go with --function"),
     (["--function", "numpy:tanh", "--shapes", "3,x"], "expected sizes like 8,3"),
 ])
 def test_cli_function_bad_options_are_one_line(argv, match, capsys):

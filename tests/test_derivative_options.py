@@ -312,3 +312,40 @@ def test_what_cannot_be_checked_is_one_line():
         np_cos, jax.ShapeDtypeStruct(x.shape, x.dtype), x))  # no vmap_method
     with pytest.raises(mj.DerivativeInputError, match="fails under jax.vmap.*batched=False"):
         mj.check_derivative(g, jnp.ones(3))
+
+
+CLI_MODULE = '''
+import jax, jax.numpy as jnp
+from jax import lax
+from jax.experimental.ode import odeint
+
+def ode(y0, A):
+    rhs = lambda y, t, A: jnp.tanh(A @ y) - 0.3 * y
+    return odeint(rhs, y0, jnp.asarray([0.0, 1.0], y0.dtype), A)
+
+softplus = jax.custom_jvp(lambda x: jnp.logaddexp(x, 0.0))
+softplus.defjvp(lambda p, t: (softplus(p[0]), t[0] * lax.stop_gradient(jax.nn.sigmoid(p[0]))))
+
+def cubic(z):
+    return jnp.sin(z) * z
+'''
+
+
+@pytest.mark.parametrize("argv,code,says", [
+    (["ode", "--shapes", "3", "3,3", "--rtol", "1e-6", "--draws", "1"], 0, "1 draws at "
+     "float64, 0 failed"),
+    (["softplus", "--shapes", "4", "--draws", "1"], 0, "0 failed"),
+    (["softplus", "--shapes", "4", "--draws", "1", "--order", "2", "--no-batched"], 1,
+     "FAIL (order 2)"),
+    (["cubic", "--shapes", "3", "--dtype", "complex64", "--draws", "2", "--repeats", "2"], 0,
+     "2 draws at complex64, 0 failed"),
+])
+def test_cli_takes_the_stated_accuracy_order_and_complex_dtypes(tmp_path, capsys, argv, code,
+                                                               says):
+    from mlp_jax import cli
+
+    (tmp_path / "mine.py").write_text(CLI_MODULE)
+    name, *rest = argv
+    assert cli.main(["gradcheck", "--function", f"{tmp_path / 'mine.py'}:{name}", *rest]) \
+        == code
+    assert says in capsys.readouterr().out

@@ -51,23 +51,33 @@ def _check_function(args) -> int:
         raise UsageError("--function needs --shapes: one shape per argument, e.g. 8,3 3")
     f = _load_function(args.function)
     results = []
+    complex_ = args.dtype.startswith("complex")
     for draw in range(args.draws):
         rng = np.random.default_rng((args.seed, draw))
-        inputs = [args.scale * rng.normal(size=shape) for shape in args.shapes]
+        inputs = [args.scale * (rng.normal(size=shape) + 1j * rng.normal(size=shape)
+                                if complex_ else rng.normal(size=shape))
+                  for shape in args.shapes]
         with jax.enable_x64(True):
             inputs = [jax.numpy.asarray(a, args.dtype) for a in inputs]
             try:
-                report = check_derivative(f, *inputs, seed=draw, name=args.function)
+                report = check_derivative(f, *inputs, seed=draw, name=args.function,
+                                          rtol=args.rtol, atol=args.atol, order=args.order,
+                                          batched=args.batched, repeats=args.repeats)
             except DerivativeInputError as e:
                 raise UsageError(f"--function {args.function}: {e}") from None
         results.append(report)
-        print(f"draw {draw}: {'PASS' if report.passed else 'FAIL'}, worst share of the "
-              f"allowance {report.used:.2g}, {report.kinks} entries on a kink", flush=True)
-    worst = max(results, key=lambda r: (not r.passed, r.used))
-    print(f"\nthe {'first failing' if not worst.passed else 'closest'} draw:\n{worst}")
-    failed = sum(not r.passed for r in results)
-    print(f"{len(results)} draws at {args.dtype}, {failed} failed")
-    return 1 if failed else 0
+        order = f" (order {report.failed_order})" if report.failed_order else ""
+        print(f"draw {draw}: {report.verdict}{order}, worst share of the allowance "
+              f"{report.used:.2g}, measured error {report.error:.1e}, {report.kinks} entries "
+              "on a kink", flush=True)
+    worst = max(results, key=lambda r: (r.failed, not r.passed, r.used))
+    print(f"\nthe {'closest' if worst.passed else 'first ' + worst.verdict.lower()} draw:"
+          f"\n{worst}")
+    failed = sum(r.failed for r in results)
+    undecided = sum(r.verdict == "UNDECIDED" for r in results)
+    print(f"{len(results)} draws at {args.dtype}, {failed} failed"
+          + (f", {undecided} undecided" if undecided else ""))
+    return 1 if failed or undecided else 0
 
 
 def _gradcheck(args) -> int:
@@ -77,8 +87,10 @@ def _gradcheck(args) -> int:
     writable(args.json)
     if args.function:
         return _check_function(args)
-    if args.shapes or args.dtype != "float64":
-        raise UsageError("--shapes and --dtype go with --function")
+    if args.shapes or args.dtype != "float64" or args.rtol or args.atol or args.order != 1 \
+            or not args.batched or args.repeats != 1:
+        raise UsageError("--shapes, --dtype, --rtol, --atol, --order, --no-batched and "
+                         "--repeats go with --function")
 
     if args.json:  # fail now, not after the whole run
         folder = os.path.dirname(os.path.abspath(args.json))
@@ -194,8 +206,21 @@ def add_parser(sub, full) -> None:
                         "too")
     u.add_argument("--shapes", type=_shape, nargs="+", metavar="SHAPE",
                    help="one shape per argument, e.g. 8,3 3 (a scalar: scalar)")
-    u.add_argument("--dtype", choices=("float64", "float32", "float16", "bfloat16"),
-                   default="float64", help="precision of the inputs")
+    u.add_argument("--dtype", choices=("float64", "float32", "float16", "bfloat16",
+                                        "complex128", "complex64"),
+                   default="float64", help="precision of the inputs (complex: real and "
+                                           "imaginary parts random)")
+    u.add_argument("--rtol", type=positive(float),
+                   help="the rule's stated accuracy, for rules approximate by design (an ODE "
+                        "adjoint, an iterative solver): relative, normwise")
+    u.add_argument("--atol", type=positive(float), help="the rule's stated absolute accuracy")
+    u.add_argument("--order", type=int, choices=(1, 2, 3, 4), default=1,
+                   help="check derivatives up to this order (2: the rule's own derivative)")
+    u.add_argument("--no-batched", dest="batched", action="store_false",
+                   help="skip the rule under jax.vmap and jax.jit (faster)")
+    u.add_argument("--repeats", type=positive(int), default=1,
+                   help="run the rule this many times and allow for their spread (a "
+                        "nondeterministic rule)")
     u.add_argument("--scale", type=positive(float), default=1.0,
                    help="standard deviation of the random inputs")
     g.set_defaults(func=_gradcheck)
