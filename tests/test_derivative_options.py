@@ -349,3 +349,11 @@ def test_cli_takes_the_stated_accuracy_order_and_complex_dtypes(tmp_path, capsys
     assert cli.main(["gradcheck", "--function", f"{tmp_path / 'mine.py'}:{name}", *rest]) \
         == code
     assert says in capsys.readouterr().out
+
+
+@pytest.mark.calibration
+@pytest.mark.slow
+def test_readme_example_of_a_stated_accuracy_prints_what_the_readme_shows():
+    from tests.readme import check_example
+
+    check_example("**Beyond exact first derivatives**")

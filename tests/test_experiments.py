@@ -256,3 +256,19 @@ def test_derivatives_corpus_quick(tmp_path):
         assert cell["ours"] == 0 and cell["n"] > 0, (dtype, cell)
     for dtype, cell in numbers["table"]["wrong"].items():
         assert cell["ours"] == cell["n"], (dtype, cell)
+
+
+@pytest.mark.slow
+@pytest.mark.calibration
+def test_derivative_options_corpus_quick(tmp_path):
+    """A slice of the approximate, second-order, complex and batching corpus: no right
+    rule FAILs, every wrong one does."""
+    proc = subprocess.run([sys.executable, "-m", "experiments.derivative_options", "--quick"],
+                          cwd=ROOT, env=dict(os.environ, MLP_JAX_RESULTS=str(tmp_path)),
+                          capture_output=True, text=True, timeout=guard(900))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "derivative_options.quick.json") as f:
+        rows = json.load(f)["rows"]
+    assert {r["kind"] for r in rows} == {"approximate", "second order", "complex", "batching"}
+    assert all(r["verdict"] != "FAIL" for r in rows if not r["wrong"])
+    assert all(r["verdict"] == "FAIL" for r in rows if r["wrong"])
