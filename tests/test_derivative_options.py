@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax.custom_batching import custom_vmap
 from jax.experimental.ode import odeint
 
 import mlp_jax as mj
+from experiments import derivative_options_corpus as corpus
+from experiments.derivative_options_corpus import _sin_with
 
 
 def _rhs(y, t, A):
@@ -205,43 +206,16 @@ def test_a_float64_function_that_cannot_run_in_float32_is_measured_another_way()
     assert not wrong.passed
 
 
-def _dsin(wrong):
-    """g cos(x) with a hand batching rule (custom_vmap); the wrong one reverses the
-    batch."""
-    @custom_vmap
-    def dsin(x, g):
-        return g * jnp.cos(x)
-
-    @dsin.def_vmap
-    def _(axis_size, in_batched, x, g):
-        x, g = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
-                for a, b in zip((x, g), in_batched))
-        out = g * jnp.cos(x)
-        return (out[::-1] if wrong else out), True
-    return dsin
-
-
-def _sin_with(bwd):
-    f = jax.custom_vjp(jnp.sin)
-    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (bwd(x, g),))
-    return f
-
-
-def _callback_bwd(wrong):
-    """A numpy backward through pure_callback; batched, it sees the batch as axis 0.
-    The wrong one sums g over axis 0: right for one example, wrong for a batch."""
-    def np_bwd(x, g):
-        return ((np.sum(g, axis=0) if wrong else g) * np.cos(x)).astype(x.dtype)
-    return lambda x, g: jax.pure_callback(np_bwd, jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                          x, g, vmap_method="broadcast_all")
-
-
-@pytest.mark.parametrize("bwd", [_dsin, _callback_bwd], ids=["custom_vmap", "pure_callback"])
-def test_a_batching_rule_wrong_only_under_vmap_fails(bwd):
+@pytest.mark.parametrize("bwd,mistake", [(corpus._custom_vmap_bwd, "reversed"),
+                                          (corpus._callback_bwd, "sum")],
+                         ids=["custom_vmap", "pure_callback"])
+def test_a_batching_rule_wrong_only_under_vmap_fails(bwd, mistake):
+    """A hand batching rule that reverses the batch; a numpy backward that sums over axis
+    0 (one example's rows, or, batched, the batch)."""
     x = jnp.linspace(-1.0, 1.0, 6)
-    right = mj.check_derivative(_sin_with(bwd(False)), x)
-    wrong = mj.check_derivative(_sin_with(bwd(True)), x)
-    unbatched = mj.check_derivative(_sin_with(bwd(True)), x, batched=False)
+    right = mj.check_derivative(_sin_with(bwd()), x)
+    wrong = mj.check_derivative(_sin_with(bwd(mistake)), x)
+    unbatched = mj.check_derivative(_sin_with(bwd(mistake)), x, batched=False)
     assert right.passed and right.vmapped.checked and right.jitted.checked, right
     assert not wrong.passed and not wrong.vmapped.passed and wrong.jitted.passed, wrong
     assert "under jax.vmap vs eager" in str(wrong)
