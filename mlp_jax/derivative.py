@@ -14,7 +14,15 @@ small, else a few random ones), is compared with
   and along random directions. An entry whose left and right derivatives differ sits
   on a kink: there the rule must match one side (autodiff of the rule-free function,
   whose convention may differ, is not held against it);
-* **forward against reverse mode** (``<u, J v>`` vs ``<J^T u, v>``) where both exist.
+* **forward against reverse mode** (``<u, J v>`` vs ``<J^T u, v>``) where both exist;
+* **the same rule under ``jax.vmap`` and ``jax.jit``** (:mod:`mlp_jax.transformed`).
+
+Complex leaves are checked as their real and imaginary parts, in JAX's cotangent
+convention (:class:`mlp_jax.jacobian.RealView`). ``order=N`` checks the rule's own
+derivatives (:mod:`mlp_jax.higher`); ``rtol=`` / ``atol=`` state the accuracy of a rule
+approximate by design (see :func:`check_derivative`); ``repeats=`` measures a
+nondeterministic rule's spread and allows for it. The verdict is PASS, FAIL or
+UNDECIDED (:mod:`mlp_jax.derivative_report`).
 
 Pass rule (the form of :func:`mlp_jax.check_grads`', :mod:`mlp_jax.passrule`): per entry
 ``|rule - ref| <= rtol (|rule| + |ref|) + noise + floor S``, S the block's largest
@@ -41,6 +49,7 @@ from .derivative_report import Block, DerivativeReport
 from .jacobian import (
     DerivativeInputError,
     Problem,
+    at_dtype,
     eps_of,
     forward_products,
     perturbed,
@@ -63,7 +72,8 @@ FD_ALL = 4096  # input entries; above it, a sample of FD_SAMPLE per leaf
 FD_SAMPLE = 64
 FD_CHUNK = 64  # probes per compiled chunk of the stencil (fewer where memory says so)
 WIDE = 10.0  # with a stated tolerance, finite differences also at this times h
-BARS = ("fd", "trunc", "nonsmooth")  # the terms that are finite differences' own error
+BARS = ("fd", "trunc", "nonsmooth")
+ROUGH = 2.0  # where f is not smooth: times the spread of the estimates at h .. 20 h  # the terms that are finite differences' own error
 SPREAD = 2.0  # times the run-to-run spread of the rule measured over `repeats` runs
 MAX_ORDER = 4
 
@@ -189,10 +199,9 @@ def check_derivative(f, *args, vjp=None, jvp=None, reference=None, static_argnum
 
 
 def _to(v, dtype):
-    """A float leaf cast to ``dtype``, a complex one to ``dtype``'s complex precision."""
-    if jnp.iscomplexobj(v):
-        return jnp.asarray(v, jnp.result_type(dtype, jnp.complex64))
-    return jnp.asarray(v, dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v
+    """A float leaf cast to ``dtype``, a complex one to its complex precision; others as
+    they are."""
+    return at_dtype(v, dtype) if jnp.issubdtype(jnp.result_type(v), jnp.inexact) else v
 
 
 @dataclass(frozen=True)
@@ -316,8 +325,11 @@ def _check(prob, f, vjp, jvp, P, ref_name, fd_fun, opts: Options, name, order=1)
 def _references(est, wide, rs, in_block, rtol, terms, conv):
     """A block's finite-difference references (``finitediff.candidates``), its kink mask,
     and where ``f`` is not smooth: estimates at ``h`` and (given ``wide``) at ``10 h``
-    that disagree beyond their error bars. There each estimate carries the disagreement
-    (the term ``nonsmooth``) and both steps are candidates; elsewhere only ``h``'s."""
+    that disagree beyond their error bars. There the estimates at h, 2 h, 10 h and 20 h
+    are outside the asymptotic regime that the Richardson bars assume (a jump moves each
+    by its size over the step), so every estimate carries ``ROUGH`` times their spread
+    (the term ``nonsmooth``: the gaps between neighbours, summed) and both steps are
+    candidates; elsewhere only ``h``'s."""
     def of(e):
         sub = {k: tuple(a[rs][:, in_block] for a in v) for k, v in e.items()}
         return finitediff.candidates(sub, rtol, terms, conv)
@@ -325,13 +337,15 @@ def _references(est, wide, rs, in_block, rtol, terms, conv):
     if wide is None:
         return cands, kink, np.zeros(kink.shape, bool)
     far, _ = of(wide)
-    gap = [np.abs(a[0] - b[0]) for a, b in zip(cands, far)]
-    bar = [sum(v for k, v in a[2].items() if k in BARS) + sum(
-        v for k, v in b[2].items() if k in BARS) for a, b in zip(cands, far)]
-    rough = gap[0] > bar[0]
+    bar = [sum(v for k, v in c[2].items() if k in BARS) for c in (cands[0], far[0])]
+    gap = np.abs(cands[0][0] - far[0][0])
+    rough = gap > bar[0] + bar[1]
+    # |d(2s) - d(s)| at both steps, from the centred estimates' Richardson terms
+    halves = [e["centred"][2][rs][:, in_block] * finitediff.ESTIMATES["centred"][2]
+              / finitediff.TRUNC for e in (est, wide)]
+    spread = np.where(rough, ROUGH * (gap + halves[0] + halves[1]), 0.0)
     far = [(np.where(rough, d, np.nan), r, t) for d, r, t in far]  # only where not smooth
-    return [(d, r, dict(t, nonsmooth=np.where(rough, g, 0.0)))
-            for (d, r, t), g in zip(cands + far, gap + gap)], kink, rough
+    return [(d, r, dict(t, nonsmooth=spread)) for d, r, t in cands + far], kink, rough
 
 
 class _Stencil:

@@ -40,14 +40,14 @@ def real_dtype(dtype):
     return jnp.finfo(dtype).dtype
 
 
-def _at(a, dtype):
+def at_dtype(a, dtype):
     """A float leaf at ``dtype``; a complex one at the complex dtype of that precision."""
     a = jnp.asarray(a)
     return a.astype(jnp.result_type(dtype, jnp.complex64) if jnp.iscomplexobj(a) else dtype)
 
 
 def cast(tree, dtype):
-    return jax.tree.map(lambda a: _at(a, dtype), tree)
+    return jax.tree.map(lambda a: at_dtype(a, dtype), tree)
 
 
 class RealView:
