@@ -72,8 +72,8 @@ FD_ALL = 4096  # input entries; above it, a sample of FD_SAMPLE per leaf
 FD_SAMPLE = 64
 FD_CHUNK = 64  # probes per compiled chunk of the stencil (fewer where memory says so)
 WIDE = 10.0  # with a stated tolerance, finite differences also at this times h
-BARS = ("fd", "trunc", "nonsmooth")
-ROUGH = 2.0  # where f is not smooth: times the spread of the estimates at h .. 20 h  # the terms that are finite differences' own error
+BARS = ("fd", "trunc", "nonsmooth")  # the terms that are finite differences' own error
+ROUGH = 2.0  # where f is not smooth: times the spread of the estimates at h .. 20 h
 SPREAD = 2.0  # times the run-to-run spread of the rule measured over `repeats` runs
 MAX_ORDER = 4
 
@@ -285,10 +285,10 @@ def _check(prob, f, vjp, jvp, P, ref_name, fd_fun, opts: Options, name, order=1)
             vs_fd = Comparison.best(G[rs][:, at], cands, bars=BARS if stated else ())
             # how wrong, at most, relative to the block's scale (autodiff's, else the
             # finite-difference estimate the pass rule chose first)
-            ref = ad[rs, cs][:, at - cs.start] if ad is not None else cands[0][0]
+            rule, ref, S = (G[rs, cs], ad[rs, cs], scale_of[rs, cs]) if ad is not None \
+                else (G[rs][:, at], cands[0][0], scale_of[rs][:, at])
             with np.errstate(divide="ignore", invalid="ignore"):
-                error = float(np.nanmax(np.abs(G[rs][:, at] - ref) / scale_of[rs][:, at],
-                                        initial=0.0))
+                error = float(np.nanmax(np.abs(rule - ref) / S, initial=0.0))
             blocks.append(Block(output=rname, input=cname, shape=(*rshape, *cshape),
                                 autodiff=where(vs_ad, np.arange(cs.start, cs.stop)),
                                 fd=where(vs_fd, at), kinks=int(kink.sum()),
