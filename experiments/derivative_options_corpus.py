@@ -187,7 +187,7 @@ APPROXIMATE_WRONG = [
     _fixed_point_case(1e-4, True), _fixed_point_case(1e-6, True),
     _fixed_point_case(1e-8, True), _cg_case(1e-5, True), _cg_case(1e-7, True),
     _low_precision_case("float32", 1e-6, "bfloat16"),
-    _low_precision_case("float16", 3e-3, "bfloat16"),
+    _low_precision_case("float32", 1e-6, "float16"),
 ]
 
 
@@ -322,11 +322,13 @@ def _custom_vmap_bwd(mistake=""):
             out = out[::-1]
         elif mistake == "first":  # the first example's answer for all
             out = jnp.broadcast_to(out[:1], out.shape)
+        elif mistake == "mean":  # the batch's mean for each
+            out = jnp.broadcast_to(out.mean(0, keepdims=True), out.shape)
         return out, True
     return dsin
 
 
-def _callback_bwd(mistake=""):
+def _callback_bwd(mistake="", method="broadcast_all"):
     def np_bwd(x, g):
         g = np.asarray(g)
         if mistake == "sum":  # a reduction over axis 0, meant for one example's rows
@@ -334,21 +336,32 @@ def _callback_bwd(mistake=""):
         elif mistake == "first":
             g = g.reshape(-1, *np.shape(x)[-1:])[0]
         return (g * np.cos(x)).astype(np.asarray(x).dtype)
-    return lambda x, g: jax.pure_callback(np_bwd, jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                          x, g, vmap_method="broadcast_all")
+    return lambda x, g: jax.pure_callback(
+        np_bwd, jax.ShapeDtypeStruct(jnp.broadcast_shapes(x.shape, g.shape), x.dtype), x, g,
+        vmap_method=method)
 
 
-def _batching_case(name, bwd, mistake=""):
-    f = _sin_with(bwd(mistake))
+def _plain_bwd(mistake=""):
+    """JAX batches a jnp backward itself: right under vmap whatever it does eagerly."""
+    return lambda x, g: g * jnp.cos(x)
+
+
+def _batching_case(name, bwd, mistake="", **kw):
+    f = _sin_with(bwd(mistake, **kw))
     return Case(f"{name}", "batching",
                 lambda rng: (f, (_normal(rng, 6, "float32"),), {}), "float32", mistake)
 
 
-BATCHING = [_batching_case("custom_vmap backward", _custom_vmap_bwd),
-            _batching_case("pure_callback backward (broadcast_all)", _callback_bwd)]
+BATCHING = [
+    _batching_case("custom_vmap backward", _custom_vmap_bwd),
+    _batching_case("pure_callback backward (broadcast_all)", _callback_bwd),
+    _batching_case("pure_callback backward (expand_dims)", _callback_bwd, method="expand_dims"),
+    _batching_case("pure_callback backward (sequential)", _callback_bwd, method="sequential"),
+    _batching_case("jnp backward (batched by JAX)", _plain_bwd)]
 BATCHING_WRONG = [
     _batching_case("custom_vmap backward: batch reversed", _custom_vmap_bwd, "reversed"),
     _batching_case("custom_vmap backward: first example's for all", _custom_vmap_bwd, "first"),
     _batching_case("pure_callback backward: sums over axis 0", _callback_bwd, "sum"),
     _batching_case("pure_callback backward: first row only", _callback_bwd, "first"),
+    _batching_case("custom_vmap backward: the batch's mean for each", _custom_vmap_bwd, "mean"),
 ]
