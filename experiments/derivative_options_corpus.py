@@ -167,8 +167,9 @@ def _low_precision_case(lo, rtol, wrong_lo=None):
     def make(rng):
         return f, (_normal(rng, (5, 4), "float64"), _normal(rng, (4, 3), "float64", 0.5)), \
             {"rtol": rtol}
-    return Case(f"tanh layer, backward in {lo}, rtol {rtol:g}", "approximate", make,
-                "float64", f"the backward in {wrong_lo}" if wrong_lo else "")
+    return Case(f"tanh layer, backward in {wrong_lo or lo}, rtol {rtol:g}", "approximate",
+                make, "float64", f"the backward in {wrong_lo}, {lo}'s accuracy stated"
+                if wrong_lo else "")
 
 
 APPROXIMATE = [
