@@ -54,15 +54,17 @@ class RealView:
     """A pytree of float and complex arrays as one real vector: each complex leaf as its
     real part, then its imaginary part. Cotangents follow JAX's convention (what
     ``jax.vjp`` takes and returns): the cotangent ``c`` of a complex leaf is the real
-    pair ``(Re c, -Im c)``."""
+    pair ``(Re c, -Im c)``. Parts are named ``top`` + the leaf's path, or, for a tuple
+    given ``names``, its element's name + the path inside it."""
 
-    def __init__(self, tree, top: str):
+    def __init__(self, tree, top: str = "", names=None):
         paths, self.treedef = jax.tree_util.tree_flatten_with_path(tree)
         self.shapes = [np.shape(a) for _, a in paths]
         self.complex = [bool(jnp.iscomplexobj(a)) for _, a in paths]
         self.parts = []  # (name, shape) of each real part, in the vector's order
         for (path, _), shape, c in zip(paths, self.shapes, self.complex):
-            name = top + jax.tree_util.keystr(path)
+            name = top + jax.tree_util.keystr(path) if names is None else \
+                names[path[0].idx] + jax.tree_util.keystr(path[1:])
             self.parts += [(name + ".real", shape), (name + ".imag", shape)] if c \
                 else [(name, shape)]
         self.size = sum(int(np.prod(s)) for _, s in self.parts)
@@ -144,8 +146,7 @@ class Problem:
                         "and complex inputs have a derivative; pass static_argnums with its "
                         "position to hold it fixed")
         self.diff = diff
-        self.view = RealView(diff, "")
-        self.view.parts = _named_parts(diff, self.names)
+        self.view = RealView(diff, names=self.names)
         self.in_leaves = self.view.parts
         self.x = self.view.flatten(diff)
         try:
@@ -198,14 +199,6 @@ class Problem:
             diff = self.unravel(jnp.asarray(x, dtype), dtype)
             return self.out_view.flatten(cast(f(*self.call_args(diff)), dtype)).astype(dtype)
         return g
-
-
-def _named_parts(diff, names) -> list:
-    """The real parts of the differentiable arguments, named by argument and leaf."""
-    parts = []
-    for name, a in zip(names, diff):
-        parts += RealView(a, name).parts
-    return parts
 
 
 def cotangents_of(got, prob: Problem) -> tuple:
