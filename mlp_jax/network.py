@@ -47,12 +47,14 @@ def _check_key(key, what: str) -> None:
 
 
 def init_params(key: Array, spec: MLPSpec) -> Params:
-    """Random weights and zero biases for ``spec``.
+    """Random weights and (but for ``init="torch"``) zero biases for ``spec``.
 
     Args:
       key: a ``jax.random`` key, split once into one key per layer.
       spec: the architecture; ``spec.init`` picks He (std ``sqrt(2/in)``),
-        Xavier/Glorot (std ``sqrt(2/(in+out))``) or ``weight_scale * randn``.
+        Xavier/Glorot (std ``sqrt(2/(in+out))``), ``weight_scale * randn``, or
+        PyTorch's ``nn.Linear`` default (``"torch"``: ``W`` and ``b`` uniform on
+        ``±1/sqrt(in)``).
 
     Returns:
       A tuple of ``spec.num_layers`` dicts: ``W`` of shape ``(out, in)``
@@ -67,14 +69,21 @@ def init_params(key: Array, spec: MLPSpec) -> Params:
     params = []
     for k, shapes in zip(keys, spec.param_shapes()):
         fan_out, fan_in = shapes["W"][-2:]
-        std = {
-            "he": math.sqrt(2.0 / fan_in),
-            "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
-            "normal": spec.weight_scale,
-        }[spec.init]
-        layer = {"W": std * jax.random.normal(k, shapes["W"], dtype)}
-        if "b" in shapes:
-            layer["b"] = jnp.zeros(shapes["b"], dtype)
+        if spec.init == "torch":  # nn.Linear's default: W and b ~ U(-1/sqrt(in), 1/sqrt(in))
+            bound = 1.0 / math.sqrt(fan_in)
+            kw, kb = jax.random.split(k)
+            layer = {"W": jax.random.uniform(kw, shapes["W"], dtype, -bound, bound)}
+            if "b" in shapes:
+                layer["b"] = jax.random.uniform(kb, shapes["b"], dtype, -bound, bound)
+        else:
+            std = {
+                "he": math.sqrt(2.0 / fan_in),
+                "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
+                "normal": spec.weight_scale,
+            }[spec.init]
+            layer = {"W": std * jax.random.normal(k, shapes["W"], dtype)}
+            if "b" in shapes:
+                layer["b"] = jnp.zeros(shapes["b"], dtype)
         if "gamma" in shapes:  # the norm starts as the identity on normalized values
             layer["gamma"] = jnp.ones(shapes["gamma"], dtype)
             layer["beta"] = jnp.zeros(shapes["beta"], dtype)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .activations import ACTIVATION_NAMES, Activation, elementwise
 from .losses import BINARY01, BINARY_PM1, CLASS, LOSS_NAMES, LOSSES, REAL, Loss, get_loss
 
-INITS = ("he", "xavier", "normal")
+INITS = ("he", "xavier", "normal", "torch")
 NORMS = ("batchnorm", "layernorm")  # or None
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
@@ -46,8 +46,9 @@ class MLPSpec:
       activation: a name from ``ACTIVATION_NAMES`` or an ``Activation`` of your own.
       loss: a name from ``LOSS_NAMES`` or a ``Loss`` of your own.
       reg: default L2 strength; the loss adds ``reg * sum(W**2)`` over all weights.
-      init: ``"he"`` (std sqrt(2/in)), ``"xavier"`` (std sqrt(2/(in+out))), or
-        ``"normal"`` (CS231n's ``weight_scale * randn``).
+      init: ``"he"`` (std sqrt(2/in)), ``"xavier"`` (std sqrt(2/(in+out))),
+        ``"normal"`` (CS231n's ``weight_scale * randn``), or ``"torch"`` (PyTorch's
+        ``nn.Linear`` default: weights and biases uniform on ±1/sqrt(in)).
       weight_scale: the std for ``init="normal"``.
       bias: whether layers have biases (``b`` of shape ``(out,)``).
       leaky_slope: the negative-side slope of ``leaky_relu``.

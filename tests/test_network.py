@@ -33,6 +33,24 @@ def test_init_scales(init, std):
     assert abs(W.std() / std - 1) < 0.02 and abs(W.mean()) < 0.01 * std * 10
 
 
+@pytest.mark.parametrize("activation,fan_in", [("relu", 500), ("maxout", 500)])
+def test_torch_init_is_nn_linear_default(activation, fan_in):
+    """PyTorch's documented nn.Linear default (kaiming_uniform with a=sqrt(5), and its bias
+    rule): weights and biases uniform on [-1/sqrt(in), 1/sqrt(in)], every layer."""
+    spec = mj.MLPSpec((fan_in, 300, 40), activation=activation, init="torch", maxout_k=2)
+    for layer, n_in in zip(mj.init_params(jax.random.key(5), spec), (fan_in, 300)):
+        bound = 1 / math.sqrt(n_in)
+        for name in ("W", "b"):
+            v = np.asarray(layer[name]).ravel() / bound
+            assert np.abs(v).max() <= 1  # inside the interval
+            sd = 1 / math.sqrt(v.size)  # five standard errors of each estimate below
+            assert abs(v.var() * 3 - 1) < 4.5 * sd and abs(v.mean()) < 2.9 * sd  # U(-1, 1)
+            # uniform, not a normal of that variance (which has 61% inside half the bound)
+            assert abs((np.abs(v) < 0.5).mean() - 0.5) < 2.5 * sd
+        W, b = np.asarray(layer["W"]), np.asarray(layer["b"])
+        assert not np.allclose(W.ravel()[:b.size], b.ravel())  # own draws, not one reused
+
+
 def test_spec_is_frozen_and_hashable():
     a, b = mj.MLPSpec((3, 4, 2), reg=0.1), mj.MLPSpec([3, 4, 2], reg=0.1)
     assert a == b and hash(a) == hash(b)
