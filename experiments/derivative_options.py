@@ -101,7 +101,7 @@ def readme(r) -> str:
         right = [x for x in rows if x["kind"] == kind and not x["wrong"]]
         wrong = [x for x in rows if x["kind"] == kind and x["wrong"]]
         out.append(
-            f"| {kind} ({len({x['name'] for x in right})} + {len({x['name'] for x in wrong})}"
+            f"| {kind} ({len(right) // r['draws']} + {len(wrong) // r['draws']}"
             f" cases) | {len(right)} | {sum(x['verdict'] == 'FAIL' for x in right)} / "
             f"{sum(x['jax_check_grads'] is False for x in right)} | "
             f"{sum(x['verdict'] == 'UNDECIDED' for x in right + wrong)} | {len(wrong)} | "
