@@ -101,6 +101,30 @@ def test_cli_help_shows_every_default():
 DIGITS = ["train", "--epochs", "2", "--batch-size", "256", "--hidden", "16", "--quiet"]
 
 
+@pytest.mark.parametrize("epochs,lr,last_best", [("3", "1e-3", True), ("6", "3", False)])
+def test_cli_evaluates_the_best_params_once_where_they_are_the_final(epochs, lr, last_best,
+                                                                     tmp_path, monkeypatch):
+    """Where the last epoch is the best on validation the final params' figures serve for
+    both; where an earlier one was (lr 3 diverges after a good start), the best params are
+    evaluated themselves: their val accuracy is the best epoch's."""
+    from mlp_jax import train
+
+    calls, evaluate = [], train.evaluate_splits
+    monkeypatch.setattr(train, "evaluate_splits",
+                        lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    out = tmp_path / "r"
+    argv = DIGITS[:1] + ["--epochs", epochs, "--lr", lr, "--schedule", "constant",
+                         "--eval-every", "1", "--hidden", "16", "--quiet", "--out", str(out)]
+    assert cli.main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    last_is_best = all(rows[-1]["val_acc"] > r["val_acc"] for r in rows[:-1])  # ties: the first
+    assert last_is_best == last_best and len(rows) == int(epochs)
+    assert len(calls) == len(rows) + (1 if last_is_best else 2)  # fit's per epoch, then ours
+    assert summary["best_val_params_val_acc"] == pytest.approx(max(r["val_acc"] for r in rows))
+    assert summary["val_acc"] == pytest.approx(rows[-1]["val_acc"])
+
+
 def test_cli_quiet_overwrite_init_from_and_one_training_accuracy(tmp_path, capsys):
     """--quiet still prints the final accuracies; the epoch lines' training accuracy is the
     summary's (all examples: digits has 1,149, more than the 1,000 it once sampled); a

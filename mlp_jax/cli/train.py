@@ -135,8 +135,10 @@ def _train(args) -> int:
         return 0
     splits = train.splits_of(ds)
     summary = train.evaluate_splits(result.state.params, spec, splits, stats=result.state.stats)
-    if ds.X_val is not None:
-        best = train.evaluate_splits(result.best_params, spec, splits, stats=result.best_stats)
+    if ds.X_val is not None:  # evaluated again only where the best params are not the final
+        same = result.best_params is result.state.params and result.best_stats is result.state.stats
+        best = dict(summary) if same else train.evaluate_splits(
+            result.best_params, spec, splits, stats=result.best_stats)
         summary.update({f"best_val_params_{k}": v for k, v in best.items() if k.endswith("acc")})
     summary["seconds"] = round(elapsed, 2)
     common.write_text(os.path.join(args.out, "summary.json"), json.dumps(summary, indent=1))
